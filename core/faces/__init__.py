@@ -1,0 +1,1 @@
+"""Face backends: detect, align and embed faces behind one interface."""

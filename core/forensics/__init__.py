@@ -1,0 +1,1 @@
+"""Forgery detectors: score how likely a face claiming an identity is fake."""
