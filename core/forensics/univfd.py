@@ -71,6 +71,8 @@ def load_univfd_head(path: Path) -> tuple[np.ndarray, float]:
 class UnivFDDetector(ForgeryDetector):
     name = "univfd"
     threshold = 0.5
+    weight: np.ndarray  # (768,) float32, set by _load
+    bias: float
 
     def __init__(
         self,
