@@ -1,0 +1,1 @@
+"""Alerts: notification and reporting."""

@@ -1,0 +1,30 @@
+"""Pick a forgery detector by name; "auto" prefers UnivFD when real CLIP weights exist."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.forensics.base import ForgeryDetector
+
+DETECTORS = ("offline", "univfd")
+
+
+def resolve_detector_name(name: str, model_dir: Path) -> str:
+    if name == "auto":
+        from core.forensics.univfd import UnivFDDetector
+
+        return "univfd" if UnivFDDetector.available(model_dir) else "offline"
+    if name not in DETECTORS:
+        raise ValueError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")
+    return name
+
+
+def make_detector(name: str, model_dir: Path, head_path: Path | None = None) -> ForgeryDetector:
+    name = resolve_detector_name(name, model_dir)
+    if name == "univfd":
+        from core.forensics.univfd import UnivFDDetector
+
+        return UnivFDDetector(model_dir)
+    from core.forensics.offline import OfflineDetector
+
+    return OfflineDetector(model_dir=model_dir, head_path=head_path)

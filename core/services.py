@@ -1,0 +1,89 @@
+"""Everything a pipeline stage needs, built lazily from one Settings object.
+
+One ``Services`` per process: the embedded runner, each Celery worker and the CLI
+create one; tests create one per temporary data directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from functools import cached_property
+
+from core.alerts.notify import Notifier, make_notifiers
+from core.faces.base import FaceBackend
+from core.faces.registry import make_face_backend
+from core.forensics.base import ForgeryDetector
+from core.forensics.registry import make_detector
+from core.intake import IntakeLimits
+from core.settings import Settings, get_settings
+from core.storage.db import Database
+from core.storage.files import FileStore
+from core.storage.vectors import VectorStore
+
+log = logging.getLogger(__name__)
+
+
+class Services:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.settings.ensure_dirs()
+        self._lock = threading.Lock()
+        # Reference views per identity id, built on first use by classify.
+        self.reference_cache: dict[int, list] = {}
+
+    @cached_property
+    def db(self) -> Database:
+        return Database(self.settings.resolved_database_url)
+
+    @cached_property
+    def vectors(self) -> VectorStore:
+        token = self.settings.milvus_token
+        return VectorStore(
+            self.settings.resolved_milvus_uri, token.get_secret_value() if token else None
+        )
+
+    @cached_property
+    def files(self) -> FileStore:
+        return FileStore(self.settings.data_dir)
+
+    @cached_property
+    def limits(self) -> IntakeLimits:
+        return IntakeLimits.from_settings(self.settings)
+
+    @cached_property
+    def face_backend(self) -> FaceBackend:
+        backend = make_face_backend(self.settings.face_backend, self.settings.resolved_model_dir)
+        log.info("face backend: %s", backend.name)
+        return backend
+
+    @cached_property
+    def detector(self) -> ForgeryDetector:
+        det = make_detector(
+            self.settings.detector, self.settings.resolved_model_dir, self.settings.detector_path
+        )
+        log.info("forgery detector: %s", det.name)
+        return det
+
+    @cached_property
+    def notifiers(self) -> list[Notifier]:
+        return make_notifiers(self.settings)
+
+    @property
+    def match_threshold(self) -> float:
+        if self.settings.match_threshold is not None:
+            return self.settings.match_threshold
+        return self.face_backend.match_threshold
+
+    @property
+    def fake_threshold(self) -> float:
+        if self.settings.fake_threshold is not None:
+            return self.settings.fake_threshold
+        self.detector.load()
+        return self.detector.threshold
+
+    def close(self) -> None:
+        if "vectors" in self.__dict__:
+            self.vectors.close()
+        if "db" in self.__dict__:
+            self.db.dispose()

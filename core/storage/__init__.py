@@ -1,0 +1,1 @@
+"""Persistence: metadata in SQL (SQLAlchemy), vectors in Milvus, files on disk."""

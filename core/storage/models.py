@@ -1,0 +1,157 @@
+"""SQLAlchemy 2 models: identities, reference photos, uploads, faces, matches, alerts.
+
+The schema itself is created by the Alembic migrations in ``migrations/``;
+these classes must stay in step with them (a test compares the two).
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class UploadStatus(enum.StrEnum):
+    """received -> cropped -> embedded -> indexed -> done; or rejected / failed."""
+
+    received = "received"
+    cropped = "cropped"
+    embedded = "embedded"
+    indexed = "indexed"
+    done = "done"
+    rejected = "rejected"  # bad input, with a reason code
+    failed = "failed"  # the system failed, with the error
+
+    @property
+    def terminal(self) -> bool:
+        return self in (UploadStatus.done, UploadStatus.rejected, UploadStatus.failed)
+
+
+class Identity(Base):
+    __tablename__ = "identities"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    references: Mapped[list[ReferencePhoto]] = relationship(
+        back_populates="identity", cascade="all, delete-orphan", order_by="ReferencePhoto.id"
+    )
+
+
+class ReferencePhoto(Base):
+    __tablename__ = "reference_photos"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(Text)  # stored copy under data_dir/references
+    original_name: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    box: Mapped[list] = mapped_column(JSON)
+    landmarks: Mapped[list] = mapped_column(JSON)
+    extra: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    face_backend: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    identity: Mapped[Identity] = relationship(back_populates="references")
+
+
+class Upload(Base):
+    __tablename__ = "uploads"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)  # de-duplication
+    source: Mapped[str] = mapped_column(String(40), default="cli")
+    original_name: Mapped[str] = mapped_column(Text)
+    path: Mapped[str] = mapped_column(Text)  # stored copy under data_dir/uploads
+    status: Mapped[str] = mapped_column(String(20), default=UploadStatus.received, index=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)  # rejection code / error
+    width: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    height: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    file_format: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    n_faces: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+    faces: Mapped[list[Face]] = relationship(
+        back_populates="upload", cascade="all, delete-orphan", order_by="Face.idx"
+    )
+
+
+class Face(Base):
+    __tablename__ = "faces"
+    __table_args__ = (UniqueConstraint("upload_id", "idx", name="uq_face_upload_idx"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    upload_id: Mapped[int] = mapped_column(ForeignKey("uploads.id", ondelete="CASCADE"), index=True)
+    idx: Mapped[int] = mapped_column(Integer)  # order within the upload
+    box: Mapped[list] = mapped_column(JSON)
+    landmarks: Mapped[list] = mapped_column(JSON)  # 5 points
+    extra: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # backend extras (68 points)
+    det_score: Mapped[float] = mapped_column(Float)
+    quality: Mapped[float] = mapped_column(Float)  # 0..1: size, sharpness, detector confidence
+    chip_path: Mapped[str] = mapped_column(Text)  # aligned chip for the embedder
+    crop_path: Mapped[str] = mapped_column(Text)  # loose crop for forensics and reports
+    face_backend: Mapped[str] = mapped_column(String(40))
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # float32
+    upload: Mapped[Upload] = relationship(back_populates="faces")
+
+
+class Match(Base):
+    """A face judged to claim a protected identity, with the forgery verdict."""
+
+    __tablename__ = "matches"
+    __table_args__ = (UniqueConstraint("face_id", "identity_id", name="uq_match_face_identity"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    face_id: Mapped[int] = mapped_column(ForeignKey("faces.id", ondelete="CASCADE"), index=True)
+    identity_id: Mapped[int] = mapped_column(
+        ForeignKey("identities.id", ondelete="CASCADE"), index=True
+    )
+    similarity: Mapped[float] = mapped_column(Float)
+    reference_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # closest reference
+    fake_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    is_fake: Mapped[bool | None] = mapped_column(nullable=True)
+    detector: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    parts: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Alert(Base):
+    """One per (upload face, identity). Survives identity removal, anonymised."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (UniqueConstraint("face_id", "identity_key", name="uq_alert_face_identity"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    face_id: Mapped[int] = mapped_column(ForeignKey("faces.id", ondelete="CASCADE"), index=True)
+    upload_id: Mapped[int] = mapped_column(ForeignKey("uploads.id", ondelete="CASCADE"), index=True)
+    # identity_key keeps the uniqueness after erasure nulls identity_id.
+    identity_key: Mapped[int] = mapped_column(Integer)
+    identity_id: Mapped[int | None] = mapped_column(
+        ForeignKey("identities.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    identity_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    reference_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    similarity: Mapped[float] = mapped_column(Float)
+    fake_score: Mapped[float] = mapped_column(Float)
+    decision: Mapped[str] = mapped_column(String(20))  # "fake"
+    detector: Mapped[str] = mapped_column(String(40))
+    parts: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    notified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

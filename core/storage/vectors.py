@@ -1,0 +1,177 @@
+"""Vector storage in Milvus through pymilvus' MilvusClient.
+
+The same code talks to a milvus-lite file (embedded default: one process owns
+the file) or to a Milvus server (``http://host:19530``; on this machine
+``milvus-lite server``). Two collections per face backend, named after it so
+embeddings of different models never mix:
+
+- ``refs_<backend>``: authentic reference faces of protected identities (small:
+  FLAT index, exact search);
+- ``faces_<backend>``: every face seen in uploads (large: HNSW), searched when a
+  new identity is registered (backfill).
+
+Per-identity restriction is done in Python on exact results, never with a
+filtered HNSW search (milvus-lite applies filters after the ANN step).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+from pymilvus import DataType, MilvusClient
+
+# milvus-lite's in-process server lacks AllocTimestamp, which pymilvus calls while
+# waiting for an index build; the call fails harmlessly but grpc logs a traceback.
+logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
+
+# Milvus caps top-k per search at 16384.
+MAX_LIMIT = 16384
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: int  # reference id or face id
+    owner: int  # identity id or upload id
+    score: float  # cosine similarity (inner product of unit vectors)
+
+
+class VectorStore:
+    def __init__(self, uri: str, token: str | None = None) -> None:
+        self.uri = uri
+        self._client: MilvusClient | None = None
+        self._lock = threading.RLock()
+        self._ready: set[str] = set()
+        self._token = token
+
+    @property
+    def client(self) -> MilvusClient:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    kwargs = {"token": self._token} if self._token else {}
+                    self._client = MilvusClient(uri=self.uri, **kwargs)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+            self._ready.clear()
+
+    # -- collections ---------------------------------------------------------------
+    @staticmethod
+    def refs_name(backend: str) -> str:
+        return f"refs_{backend}"
+
+    @staticmethod
+    def faces_name(backend: str) -> str:
+        return f"faces_{backend}"
+
+    def _ensure(self, name: str, dim: int, index_type: str) -> None:
+        if name in self._ready:
+            return
+        with self._lock:
+            if name in self._ready:
+                return
+            c = self.client
+            if not c.has_collection(name):
+                schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+                schema.add_field("id", DataType.INT64, is_primary=True)
+                schema.add_field("owner", DataType.INT64)
+                schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+                index = c.prepare_index_params()
+                params = {"M": 16, "efConstruction": 200} if index_type == "HNSW" else {}
+                index.add_index(
+                    field_name="vector", index_type=index_type, metric_type="IP", params=params
+                )
+                c.create_collection(name, schema=schema, index_params=index)
+            c.load_collection(name)
+            self._ready.add(name)
+
+    # -- writes ----------------------------------------------------------------------
+    def _upsert(self, name: str, ids: list[int], owners: list[int], vecs: np.ndarray) -> None:
+        if not ids:
+            return
+        rows = [
+            {"id": int(i), "owner": int(o), "vector": v.astype(np.float32).tolist()}
+            for i, o, v in zip(ids, owners, vecs, strict=True)
+        ]
+        # Upsert by primary key: a redelivered task rewrites the same rows.
+        self.client.upsert(name, rows)
+
+    def add_references(
+        self, backend: str, ref_ids: list[int], identity_ids: list[int], vecs: np.ndarray
+    ) -> None:
+        self._ensure(self.refs_name(backend), vecs.shape[1], "FLAT")
+        self._upsert(self.refs_name(backend), ref_ids, identity_ids, vecs)
+
+    def add_faces(
+        self, backend: str, face_ids: list[int], upload_ids: list[int], vecs: np.ndarray
+    ) -> None:
+        self._ensure(self.faces_name(backend), vecs.shape[1], "HNSW")
+        self._upsert(self.faces_name(backend), face_ids, upload_ids, vecs)
+
+    def delete_identity(self, identity_id: int) -> int:
+        """Remove every reference vector of an identity, in all backends' collections."""
+        removed = len(self.reference_ids(identity_id))
+        for name in self.client.list_collections():
+            if name.startswith("refs_"):
+                self.client.delete(name, filter=f"owner == {int(identity_id)}")
+        return removed
+
+    def delete_faces(self, backend: str, face_ids: list[int]) -> None:
+        name = self.faces_name(backend)
+        if face_ids and self.client.has_collection(name):
+            self.client.delete(name, ids=[int(i) for i in face_ids])
+
+    # -- reads -----------------------------------------------------------------------
+    def _search(
+        self, name: str, vecs: np.ndarray, limit: int, min_score: float | None
+    ) -> list[list[Hit]]:
+        if len(vecs) == 0 or not self.client.has_collection(name):
+            return [[] for _ in range(len(vecs))]
+        self._ensure(name, vecs.shape[1], "FLAT")
+        params: dict = {"metric_type": "IP", "params": {}}
+        if name.startswith("faces_"):
+            params["params"]["ef"] = max(64, min(limit, MAX_LIMIT))
+        res = self.client.search(
+            name,
+            data=[v.astype(np.float32).tolist() for v in vecs],
+            limit=min(limit, MAX_LIMIT),
+            output_fields=["owner"],
+            search_params=params,
+        )
+        out = []
+        for hits in res:
+            row = [Hit(int(h["id"]), int(h["entity"]["owner"]), float(h["distance"])) for h in hits]
+            if min_score is not None:
+                row = [h for h in row if h.score >= min_score]
+            out.append(row)
+        return out
+
+    def search_references(self, backend: str, vecs: np.ndarray, limit: int = 64) -> list[list[Hit]]:
+        return self._search(self.refs_name(backend), vecs, limit, None)
+
+    def search_faces(
+        self, backend: str, vecs: np.ndarray, min_score: float, limit: int = MAX_LIMIT
+    ) -> list[list[Hit]]:
+        return self._search(self.faces_name(backend), vecs, limit, min_score)
+
+    def count(self, name: str) -> int:
+        if not self.client.has_collection(name):
+            return 0
+        res = self.client.query(name, filter="", output_fields=["count(*)"])
+        return int(res[0]["count(*)"])
+
+    def reference_ids(self, identity_id: int) -> list[int]:
+        ids: list[int] = []
+        for name in self.client.list_collections():
+            if name.startswith("refs_"):
+                rows = self.client.query(
+                    name, filter=f"owner == {int(identity_id)}", output_fields=["id"]
+                )
+                ids += [int(r["id"]) for r in rows]
+        return ids

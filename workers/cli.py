@@ -1,0 +1,295 @@
+"""``idwatch``: the admin and user command line (typer + rich).
+
+Thin: every command calls a ``core`` function and prints its result, as a rich
+table or, with ``--json``, as JSON on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(help="identity-watch: catch deepfakes impersonating protected people.",
+                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+identity_app = typer.Typer(help="Protected identities.", no_args_is_help=True)
+app.add_typer(identity_app, name="identity")
+
+console = Console(stderr=True)
+out = Console()
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+@app.callback()
+def main(
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory (IDWATCH_DATA_DIR).")] = None,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
+) -> None:
+    if data_dir is not None:
+        os.environ["IDWATCH_DATA_DIR"] = str(data_dir)
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not verbose:
+        logging.getLogger("idwatch.alerts").setLevel(logging.ERROR)  # the CLI prints alerts
+
+
+def _services(**overrides):
+    from core.services import Services
+    from core.settings import Settings
+
+    return Services(Settings(**overrides))
+
+
+def _print_json(obj) -> None:
+    out.print_json(json.dumps(obj, default=str))
+
+
+def _table(title: str, rows: list[dict], columns: list[str]) -> Table:
+    t = Table(title=title, show_lines=False)
+    for c in columns:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*(_fmt(r.get(c)) for c in columns))
+    return t
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    if isinstance(v, list):
+        return ",".join(f"{x:.0f}" if isinstance(x, float) else str(x) for x in v)
+    return "" if v is None else str(v)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]scanning"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TextColumn("{task.description}"), console=console)
+
+
+# -- identities ----------------------------------------------------------------------
+@identity_app.command("add")
+def identity_add(
+    name: str,
+    photos: Annotated[list[Path], typer.Argument(help="Authentic photos of the person.")],
+    largest: Annotated[bool, typer.Option(help="Use the largest face of group photos.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Register a protected identity (or add photos to one) and scan earlier uploads."""
+    from core.pipeline.identities import RegistrationError, register_identity
+
+    svc = _services()
+    try:
+        reg = register_identity(svc, name, photos, pick_largest=largest)
+    except RegistrationError as exc:
+        console.print(f"[red]refused:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    res = {"identity_id": reg.identity_id, "name": reg.name, "created": reg.created,
+           "references_added": reg.references_added,
+           "backfill": {"faces_checked": reg.backfill.faces_checked,
+                        "matches": reg.backfill.matches, "alerts": reg.backfill.alerts}}
+    if as_json:
+        _print_json(res)
+    else:
+        verb = "registered" if reg.created else "updated"
+        out.print(f"{verb} [bold]{reg.name}[/bold] (id {reg.identity_id}) with "
+                  f"{reg.references_added} new reference photo(s); backfill: "
+                  f"{reg.backfill.matches} earlier face(s) matched, {reg.backfill.alerts} alert(s)")
+
+
+@identity_app.command("list")
+def identity_list(as_json: JsonOpt = False) -> None:
+    """List protected identities."""
+    from core.pipeline.identities import list_identities
+
+    rows = list_identities(_services())
+    if as_json:
+        _print_json(rows)
+    else:
+        out.print(_table("Protected identities", rows,
+                         ["id", "name", "references", "alerts", "created_at"]))
+
+
+@identity_app.command("show")
+def identity_show(name: str, as_json: JsonOpt = False) -> None:
+    """Show one identity with its reference photos."""
+    from core.pipeline.identities import show_identity
+
+    info = show_identity(_services(), name)
+    if info is None:
+        console.print(f"[red]no identity named {name!r}[/red]")
+        raise typer.Exit(1)
+    if as_json:
+        _print_json(info)
+    else:
+        out.print(f"[bold]{info['name']}[/bold] (id {info['id']}), registered "
+                  f"{info['created_at']}; {info['matched_faces']} matched face(s), "
+                  f"{info['alerts']} alert(s)")
+        out.print(_table("Reference photos", info["references"],
+                         ["id", "file", "box", "face_backend"]))
+
+
+@identity_app.command("remove")
+def identity_remove(
+    name: str,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Erase an identity: reference photos, vectors and the personal data in its alerts."""
+    from core.pipeline.identities import remove_identity
+
+    if not yes and not typer.confirm(f"Erase {name!r} and its reference photos?"):
+        raise typer.Exit(1)
+    res = remove_identity(_services(), name)
+    if res is None:
+        console.print(f"[red]no identity named {name!r}[/red]")
+        raise typer.Exit(1)
+    if as_json:
+        _print_json(res)
+    else:
+        out.print(f"erased {res['name']}: {res['references_removed']} reference photo(s), "
+                  f"{res['vectors_removed']} vector(s); {res['alerts_anonymised']} alert(s) "
+                  "anonymised")
+
+
+# -- scanning and alerts -------------------------------------------------------------
+def _print_summary(s) -> None:
+    out.print(
+        f"scanned {s.scanned} upload(s) ({s.duplicates} already known): "
+        f"{s.with_faces} with faces ({s.faces} faces), {s.matched} matched a protected "
+        f"identity, {s.judged_fake} judged fake; done {s.done}, rejected {s.rejected}, "
+        f"failed {s.failed}"
+    )
+    for reason, n in sorted(s.rejected_reasons.items()):
+        out.print(f"  rejected {n}: {reason}")
+
+
+@app.command("scan")
+def scan_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="Image files or folders (recursive).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Submit images as uploads and run them through crop -> embed -> index -> classify."""
+    from core.pipeline.runner import collect_files, scan
+
+    svc = _services()
+    for p in paths:
+        if not p.exists() and not p.is_symlink():
+            console.print(f"[red]no such file or folder: {p}[/red]")
+            raise typer.Exit(2)
+    with _progress() as prog:
+        task = prog.add_task("", total=len(collect_files(paths)))
+        summary = scan(svc, paths, progress=lambda i, n, f: prog.update(
+            task, completed=i, description=f.name[:40]))
+    if as_json:
+        _print_json(summary.as_dict())
+    else:
+        _print_summary(summary)
+    raise typer.Exit(1 if summary.failed else 0)
+
+
+ALERT_COLUMNS = ["id", "upload_id", "upload", "box", "identity", "similarity", "fake_score",
+                 "decision", "created_at"]
+
+
+@app.command("alerts")
+def alerts_cmd(
+    identity: Annotated[str | None, typer.Option(help="Only this identity.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List alerts: upload, face box, identity, similarity, fake score, decision, time."""
+    from core.alerts.listing import list_alerts
+
+    rows = list_alerts(_services(), identity)
+    if as_json:
+        _print_json(rows)
+        return
+    for r in rows:
+        r["upload"] = Path(r["upload"]).name
+    out.print(_table(f"Alerts ({len(rows)})", rows, ALERT_COLUMNS))
+
+
+@app.command("report")
+def report_cmd(
+    out_path: Annotated[Path, typer.Argument(metavar="OUT.html")],
+    identity: Annotated[str | None, typer.Option(help="Only this identity.")] = None,
+) -> None:
+    """Write a self-contained HTML report: each suspected fake beside the reference."""
+    from core.alerts.report import write_report
+
+    n = write_report(_services(), out_path, identity)
+    out.print(f"wrote {out_path} ({n} alert(s))")
+
+
+@app.command("status")
+def status_cmd(as_json: JsonOpt = False) -> None:
+    """Uploads by status and alert count."""
+    from core.alerts.listing import list_alerts
+    from core.pipeline.identities import upload_counts
+
+    svc = _services()
+    res = {"uploads": upload_counts(svc), "alerts": len(list_alerts(svc))}
+    if as_json:
+        _print_json(res)
+    else:
+        out.print(_table("Uploads", [{"status": k, "count": v} for k, v in
+                                     sorted(res["uploads"].items())], ["status", "count"]))
+        out.print(f"alerts: {res['alerts']}")
+
+
+@app.command("demo")
+def demo_cmd(
+    dataset: Annotated[Path | None, typer.Option(
+        help="Folder with a faces-dev style manifest.csv (default: the built-in set).")] = None,
+    workdir: Annotated[Path, typer.Option(help="Where the demo keeps its data (wiped).")] = Path(
+        "idwatch-demo"),
+    as_json: JsonOpt = False,
+) -> None:
+    """The main job, offline: register protected people, scan uploads, show alerts, report."""
+    from core.alerts.listing import list_alerts
+    from core.alerts.report import write_report
+    from core.pipeline.demo import run_demo
+
+    if dataset is not None and not (dataset / "manifest.csv").is_file():
+        console.print(f"[red]{dataset} has no manifest.csv[/red]")
+        raise typer.Exit(2)
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    svc = _services(data_dir=workdir / "data")
+    with _progress() as prog:
+        task = prog.add_task("", total=None)
+        res = run_demo(svc, dataset, workdir, progress=lambda i, n, f: prog.update(
+            task, total=n, completed=i, description=f.name[:40]), log=console.print)
+    alerts = list_alerts(svc)
+    report = workdir / "report.html"
+    write_report(svc, report)
+    if as_json:
+        _print_json({"result": res.as_dict(), "alerts": alerts, "report": str(report)})
+        return
+    out.print(f"protected identities: {', '.join(res.registered) or 'none'}"
+              + (f" (skipped {len(res.skipped)}: no usable reference photo)" if res.skipped else ""))
+    _print_summary(res.summary)
+    for r in alerts:
+        r["upload"] = Path(r["upload"]).name
+    out.print(_table(f"Alerts ({len(alerts)})", alerts, ALERT_COLUMNS))
+    out.print(
+        f"against the labels: fakes of protected people alerted {res.fakes_alerted}/{res.fakes}; "
+        f"their real photos alerted {res.reals_alerted}/{res.reals}; "
+        f"alerts naming someone else {res.others_alerted}"
+    )
+    out.print(f"HTML report: {report}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())
