@@ -19,8 +19,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-app = typer.Typer(help="identity-watch: catch deepfakes impersonating protected people.",
-                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+app = typer.Typer(
+    help="identity-watch: catch deepfakes impersonating protected people.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
 identity_app = typer.Typer(help="Protected identities.", no_args_is_help=True)
 app.add_typer(identity_app, name="identity")
 
@@ -32,7 +35,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 
 @app.callback()
 def main(
-    data_dir: Annotated[Path | None, typer.Option(help="Data directory (IDWATCH_DATA_DIR).")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Data directory (IDWATCH_DATA_DIR).")
+    ] = None,
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
     if data_dir is not None:
@@ -74,8 +79,14 @@ def _fmt(v) -> str:
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("[bold]scanning"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TextColumn("{task.description}"), console=console)
+    return Progress(
+        TextColumn("[bold]scanning"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=console,
+    )
 
 
 # -- identities ----------------------------------------------------------------------
@@ -95,17 +106,26 @@ def identity_add(
     except RegistrationError as exc:
         console.print(f"[red]refused:[/red] {exc}")
         raise typer.Exit(2) from exc
-    res = {"identity_id": reg.identity_id, "name": reg.name, "created": reg.created,
-           "references_added": reg.references_added,
-           "backfill": {"faces_checked": reg.backfill.faces_checked,
-                        "matches": reg.backfill.matches, "alerts": reg.backfill.alerts}}
+    res = {
+        "identity_id": reg.identity_id,
+        "name": reg.name,
+        "created": reg.created,
+        "references_added": reg.references_added,
+        "backfill": {
+            "faces_checked": reg.backfill.faces_checked,
+            "matches": reg.backfill.matches,
+            "alerts": reg.backfill.alerts,
+        },
+    }
     if as_json:
         _print_json(res)
     else:
         verb = "registered" if reg.created else "updated"
-        out.print(f"{verb} [bold]{reg.name}[/bold] (id {reg.identity_id}) with "
-                  f"{reg.references_added} new reference photo(s); backfill: "
-                  f"{reg.backfill.matches} earlier face(s) matched, {reg.backfill.alerts} alert(s)")
+        out.print(
+            f"{verb} [bold]{reg.name}[/bold] (id {reg.identity_id}) with "
+            f"{reg.references_added} new reference photo(s); backfill: "
+            f"{reg.backfill.matches} earlier face(s) matched, {reg.backfill.alerts} alert(s)"
+        )
 
 
 @identity_app.command("list")
@@ -117,8 +137,11 @@ def identity_list(as_json: JsonOpt = False) -> None:
     if as_json:
         _print_json(rows)
     else:
-        out.print(_table("Protected identities", rows,
-                         ["id", "name", "references", "alerts", "created_at"]))
+        out.print(
+            _table(
+                "Protected identities", rows, ["id", "name", "references", "alerts", "created_at"]
+            )
+        )
 
 
 @identity_app.command("show")
@@ -133,11 +156,14 @@ def identity_show(name: str, as_json: JsonOpt = False) -> None:
     if as_json:
         _print_json(info)
     else:
-        out.print(f"[bold]{info['name']}[/bold] (id {info['id']}), registered "
-                  f"{info['created_at']}; {info['matched_faces']} matched face(s), "
-                  f"{info['alerts']} alert(s)")
-        out.print(_table("Reference photos", info["references"],
-                         ["id", "file", "box", "face_backend"]))
+        out.print(
+            f"[bold]{info['name']}[/bold] (id {info['id']}), registered "
+            f"{info['created_at']}; {info['matched_faces']} matched face(s), "
+            f"{info['alerts']} alert(s)"
+        )
+        out.print(
+            _table("Reference photos", info["references"], ["id", "file", "box", "face_backend"])
+        )
 
 
 @identity_app.command("remove")
@@ -158,9 +184,11 @@ def identity_remove(
     if as_json:
         _print_json(res)
     else:
-        out.print(f"erased {res['name']}: {res['references_removed']} reference photo(s), "
-                  f"{res['vectors_removed']} vector(s); {res['alerts_anonymised']} alert(s) "
-                  "anonymised")
+        out.print(
+            f"erased {res['name']}: {res['references_removed']} reference photo(s), "
+            f"{res['vectors_removed']} vector(s); {res['alerts_anonymised']} alert(s) "
+            "anonymised"
+        )
 
 
 # -- scanning and alerts -------------------------------------------------------------
@@ -190,8 +218,11 @@ def scan_cmd(
             raise typer.Exit(2)
     with _progress() as prog:
         task = prog.add_task("", total=len(collect_files(paths)))
-        summary = scan(svc, paths, progress=lambda i, n, f: prog.update(
-            task, completed=i, description=f.name[:40]))
+        summary = scan(
+            svc,
+            paths,
+            progress=lambda i, n, f: prog.update(task, completed=i, description=f.name[:40]),
+        )
     if as_json:
         _print_json(summary.as_dict())
     else:
@@ -199,8 +230,17 @@ def scan_cmd(
     raise typer.Exit(1 if summary.failed else 0)
 
 
-ALERT_COLUMNS = ["id", "upload_id", "upload", "box", "identity", "similarity", "fake_score",
-                 "decision", "created_at"]
+ALERT_COLUMNS = [
+    "id",
+    "upload_id",
+    "upload",
+    "box",
+    "identity",
+    "similarity",
+    "fake_score",
+    "decision",
+    "created_at",
+]
 
 
 @app.command("alerts")
@@ -243,17 +283,27 @@ def status_cmd(as_json: JsonOpt = False) -> None:
     if as_json:
         _print_json(res)
     else:
-        out.print(_table("Uploads", [{"status": k, "count": v} for k, v in
-                                     sorted(res["uploads"].items())], ["status", "count"]))
+        out.print(
+            _table(
+                "Uploads",
+                [{"status": k, "count": v} for k, v in sorted(res["uploads"].items())],
+                ["status", "count"],
+            )
+        )
         out.print(f"alerts: {res['alerts']}")
 
 
 @app.command("demo")
 def demo_cmd(
-    dataset: Annotated[Path | None, typer.Option(
-        help="Folder with a faces-dev style manifest.csv (default: the built-in set).")] = None,
+    dataset: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder with a faces-dev style manifest.csv (default: the built-in set)."
+        ),
+    ] = None,
     workdir: Annotated[Path, typer.Option(help="Where the demo keeps its data (wiped).")] = Path(
-        "idwatch-demo"),
+        "idwatch-demo"
+    ),
     as_json: JsonOpt = False,
 ) -> None:
     """The main job, offline: register protected people, scan uploads, show alerts, report."""
@@ -269,16 +319,25 @@ def demo_cmd(
     svc = _services(data_dir=workdir / "data")
     with _progress() as prog:
         task = prog.add_task("", total=None)
-        res = run_demo(svc, dataset, workdir, progress=lambda i, n, f: prog.update(
-            task, total=n, completed=i, description=f.name[:40]), log=console.print)
+        res = run_demo(
+            svc,
+            dataset,
+            workdir,
+            progress=lambda i, n, f: prog.update(
+                task, total=n, completed=i, description=f.name[:40]
+            ),
+            log=console.print,
+        )
     alerts = list_alerts(svc)
     report = workdir / "report.html"
     write_report(svc, report)
     if as_json:
         _print_json({"result": res.as_dict(), "alerts": alerts, "report": str(report)})
         return
-    out.print(f"protected identities: {', '.join(res.registered) or 'none'}"
-              + (f" (skipped {len(res.skipped)}: no usable reference photo)" if res.skipped else ""))
+    out.print(
+        f"protected identities: {', '.join(res.registered) or 'none'}"
+        + (f" (skipped {len(res.skipped)}: no usable reference photo)" if res.skipped else "")
+    )
     _print_summary(res.summary)
     for r in alerts:
         r["upload"] = Path(r["upload"]).name

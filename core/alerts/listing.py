@@ -9,8 +9,12 @@ from core.storage.models import Alert, Face, Identity, Upload
 
 
 def list_alerts(svc: Services, identity: str | None = None) -> list[dict]:
-    q = (select(Alert, Face, Upload).join(Face, Alert.face_id == Face.id)
-         .join(Upload, Alert.upload_id == Upload.id).order_by(Alert.id))
+    q = (
+        select(Alert, Face, Upload)
+        .join(Face, Alert.face_id == Face.id)
+        .join(Upload, Alert.upload_id == Upload.id)
+        .order_by(Alert.id)
+    )
     with svc.db.session() as s:
         if identity is not None:
             ident = s.scalar(select(Identity).where(Identity.name == identity))
@@ -19,12 +23,21 @@ def list_alerts(svc: Services, identity: str | None = None) -> list[dict]:
             q = q.where(Alert.identity_id == ident.id)
         return [
             {
-                "id": a.id, "upload_id": u.id, "upload": u.original_name, "face_id": f.id,
-                "box": [round(v, 1) for v in f.box], "identity": a.identity_name,
-                "identity_id": a.identity_id, "similarity": round(a.similarity, 4),
-                "fake_score": round(a.fake_score, 4), "decision": a.decision,
-                "detector": a.detector, "quality": f.quality, "reference_id": a.reference_id,
-                "erased": a.erased_at is not None, "notified": a.notified_at is not None,
+                "id": a.id,
+                "upload_id": u.id,
+                "upload": u.original_name,
+                "face_id": f.id,
+                "box": [round(v, 1) for v in f.box],
+                "identity": a.identity_name,
+                "identity_id": a.identity_id,
+                "similarity": round(a.similarity, 4),
+                "fake_score": round(a.fake_score, 4),
+                "decision": a.decision,
+                "detector": a.detector,
+                "quality": f.quality,
+                "reference_id": a.reference_id,
+                "erased": a.erased_at is not None,
+                "notified": a.notified_at is not None,
                 "created_at": a.created_at.isoformat(),
             }
             for a, f, u in s.execute(q)

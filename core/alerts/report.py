@@ -46,8 +46,10 @@ _TEMPLATE = """<!doctype html>
 <div class="alert">
  <h2>#{{ a.id }} &mdash; claims to be <em>{{ a.identity or "(erased identity)" }}</em></h2>
  <div class="pair">
-  <figure><img alt="suspected fake" src="{{ a.upload_img }}">
-   <figcaption>Suspected fake: upload {{ a.upload_id }} &middot; {{ a.upload }}</figcaption></figure>
+  <figure>
+   <img alt="suspected fake" src="{{ a.upload_img }}">
+   <figcaption>Suspected fake: upload {{ a.upload_id }} &middot; {{ a.upload }}
+   </figcaption></figure>
   {% if a.ref_img %}<figure><img alt="authentic reference" src="{{ a.ref_img }}">
    <figcaption>Authentic reference of {{ a.identity }}</figcaption></figure>
   {% else %}<figure><figcaption class="none">Reference erased or unavailable</figcaption>
@@ -102,11 +104,20 @@ def _load_scaled(
 def write_report(svc: Services, out: Path, identity: str | None = None) -> int:
     alerts = list_alerts(svc, identity)
     with svc.db.session() as s:
-        ups = {u.id: u.path for u in s.scalars(
-            select(Upload).where(Upload.id.in_([a["upload_id"] for a in alerts])))}
-        refs = {r.id: (r.path, r.box) for r in s.scalars(
-            select(ReferencePhoto).where(ReferencePhoto.id.in_(
-                [a["reference_id"] for a in alerts if a["reference_id"]])))}
+        ups = {
+            u.id: u.path
+            for u in s.scalars(
+                select(Upload).where(Upload.id.in_([a["upload_id"] for a in alerts]))
+            )
+        }
+        refs = {
+            r.id: (r.path, r.box)
+            for r in s.scalars(
+                select(ReferencePhoto).where(
+                    ReferencePhoto.id.in_([a["reference_id"] for a in alerts if a["reference_id"]])
+                )
+            )
+        }
     rows = []
     for a in alerts:
         row = dict(a)
@@ -116,8 +127,11 @@ def write_report(svc: Services, out: Path, identity: str | None = None) -> int:
         rows.append(row)
     env = Environment(autoescape=select_autoescape(default=True))
     page = env.from_string(_TEMPLATE).render(
-        alerts=rows, n=len(rows), when=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        backend=html.escape(svc.face_backend.name), detector=html.escape(svc.detector.name),
+        alerts=rows,
+        n=len(rows),
+        when=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        backend=html.escape(svc.face_backend.name),
+        detector=html.escape(svc.detector.name),
         threshold=f"{svc.fake_threshold:.3f}",
     )
     out = Path(out)

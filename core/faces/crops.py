@@ -11,11 +11,14 @@ FORENSIC_CROP_SIZE = 256
 FORENSIC_CROP_SCALE = 1.6  # side of the square crop, relative to the larger box side
 
 
-def square_box(face: DetectedFace, scale: float = FORENSIC_CROP_SCALE) -> tuple[int, int, int, int]:
+def square_box(
+    face: DetectedFace, scale: float = FORENSIC_CROP_SCALE
+) -> tuple[int, int, int, int]:
     x1, y1, x2, y2 = face.box
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
     half = max(x2 - x1, y2 - y1) * scale / 2
-    return (int(round(cx - half)), int(round(cy - half)), int(round(cx + half)), int(round(cy + half)))
+    x1, y1, x2, y2 = (round(v) for v in (cx - half, cy - half, cx + half, cy + half))
+    return (int(x1), int(y1), int(x2), int(y2))
 
 
 def loose_crop(rgb: np.ndarray, face: DetectedFace, size: int = FORENSIC_CROP_SIZE) -> np.ndarray:

@@ -49,7 +49,9 @@ class DlibFaceBackend(FaceBackend):
             import dlib
             import face_recognition_models as frm
         except ImportError as exc:  # pragma: no cover - install problem
-            raise ModelUnavailable(f"dlib backend needs dlib-bin and face_recognition_models: {exc}")
+            raise ModelUnavailable(
+                f"dlib backend needs dlib-bin and face_recognition_models: {exc}"
+            ) from exc
         self._dlib = dlib
         self._detector = dlib.get_frontal_face_detector()
         self._shape = dlib.shape_predictor(frm.pose_predictor_model_location())

@@ -51,7 +51,9 @@ def _plan_from_manifest(rows: list[ManifestRow]) -> dict[str, list[Path]]:
 
 
 def run_demo(
-    svc: Services, dataset: Path | None, workdir: Path,
+    svc: Services,
+    dataset: Path | None,
+    workdir: Path,
     progress: Callable[[int, int, Path], None] | None = None,
     log: Callable[[str], None] = print,
 ) -> DemoResult:
@@ -94,8 +96,10 @@ def run_demo(
         reg = register_identity(svc, name, ref_files[name])
         res.registered[name] = [str(p) for p in ref_files[name]]
         res.backfill_alerts += reg.backfill.alerts
-        log(f"registered {name} after the scan: backfill matched {reg.backfill.matches} "
-            f"earlier face(s), {reg.backfill.alerts} new alert(s)")
+        log(
+            f"registered {name} after the scan: backfill matched {reg.backfill.matches} "
+            f"earlier face(s), {reg.backfill.alerts} new alert(s)"
+        )
 
     _score_against_labels(svc, rows, set(res.registered), res)
     return res

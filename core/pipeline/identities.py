@@ -59,8 +59,9 @@ def prepare_photo(svc: Services, path: Path, pick_largest: bool = False) -> Prep
     except Rejected as rej:
         raise RegistrationError(f"{path}: not usable as a reference photo ({rej})") from rej
     backend = svc.face_backend
-    faces = [f for f in backend.detect(img.pixels)
-             if min(f.width, f.height) >= svc.settings.min_face_px]
+    faces = [
+        f for f in backend.detect(img.pixels) if min(f.width, f.height) >= svc.settings.min_face_px
+    ]
     if not faces:
         raise RegistrationError(f"{path}: no face found; use a clear, frontal photo of the person")
     if len(faces) > 1 and not pick_largest:
@@ -74,7 +75,10 @@ def prepare_photo(svc: Services, path: Path, pick_largest: bool = False) -> Prep
 
 
 def register_identity(
-    svc: Services, name: str, photos: list[Path], pick_largest: bool = False,
+    svc: Services,
+    name: str,
+    photos: list[Path],
+    pick_largest: bool = False,
     backfill_now: bool = True,
 ) -> Registration:
     """Validate every photo first (nothing is written if one is refused), then store the
@@ -93,19 +97,23 @@ def register_identity(
             ident = Identity(name=name)
             s.add(ident)
             s.flush()
-        known = set(s.scalars(select(ReferencePhoto.sha256)
-                              .where(ReferencePhoto.identity_id == ident.id)))
+        known = set(
+            s.scalars(select(ReferencePhoto.sha256).where(ReferencePhoto.identity_id == ident.id))
+        )
         new_refs = []
         for p in prepared:
             if p.sha256 in known:
                 continue
             known.add(p.sha256)
             ref = ReferencePhoto(
-                identity_id=ident.id, original_name=str(p.path), sha256=p.sha256,
+                identity_id=ident.id,
+                original_name=str(p.path),
+                sha256=p.sha256,
                 path=svc.files.put_reference(ident.id, p.sha256, p.data, p.fmt),
                 box=[float(v) for v in p.face.box],
                 landmarks=np.asarray(p.face.landmarks).round(2).tolist(),
-                extra=p.face.extra or None, face_backend=backend.name,
+                extra=p.face.extra or None,
+                face_backend=backend.name,
             )
             s.add(ref)
             s.flush()
@@ -113,7 +121,9 @@ def register_identity(
         identity_id = ident.id
     if new_refs:
         svc.vectors.add_references(
-            backend.name, [r for r, _ in new_refs], [identity_id] * len(new_refs),
+            backend.name,
+            [r for r, _ in new_refs],
+            [identity_id] * len(new_refs),
             np.stack([e for _, e in new_refs]),
         )
     bf = backfill(svc, identity_id) if backfill_now and new_refs else BackfillResult()
@@ -141,8 +151,11 @@ def backfill(svc: Services, identity_id: int) -> BackfillResult:
         for fid, sim in best.items():
             if fid in existing and add_match(s, fid, identity_id, sim, None):
                 new.append(fid)
-        match_ids = list(s.scalars(select(Match.id).where(
-            Match.identity_id == identity_id, Match.face_id.in_(new))))
+        match_ids = list(
+            s.scalars(
+                select(Match.id).where(Match.identity_id == identity_id, Match.face_id.in_(new))
+            )
+        )
         res.upload_ids = sorted(set(s.scalars(select(Face.upload_id).where(Face.id.in_(new)))))
     res.matches = len(match_ids)
     if match_ids:
@@ -159,13 +172,24 @@ def find_identity(s, name_or_id: str) -> Identity | None:
 
 def list_identities(svc: Services) -> list[dict]:
     with svc.db.session() as s:
-        refs = dict(s.execute(select(ReferencePhoto.identity_id, func.count())
-                              .group_by(ReferencePhoto.identity_id)).all())
-        alerts = dict(s.execute(select(Alert.identity_id, func.count())
-                                .group_by(Alert.identity_id)).all())
+        refs = dict(
+            s.execute(
+                select(ReferencePhoto.identity_id, func.count()).group_by(
+                    ReferencePhoto.identity_id
+                )
+            ).all()
+        )
+        alerts = dict(
+            s.execute(select(Alert.identity_id, func.count()).group_by(Alert.identity_id)).all()
+        )
         return [
-            {"id": i.id, "name": i.name, "references": refs.get(i.id, 0),
-             "alerts": alerts.get(i.id, 0), "created_at": i.created_at.isoformat()}
+            {
+                "id": i.id,
+                "name": i.name,
+                "references": refs.get(i.id, 0),
+                "alerts": alerts.get(i.id, 0),
+                "created_at": i.created_at.isoformat(),
+            }
             for i in s.scalars(select(Identity).order_by(Identity.id))
         ]
 
@@ -175,18 +199,28 @@ def show_identity(svc: Services, name_or_id: str) -> dict | None:
         ident = find_identity(s, name_or_id)
         if ident is None:
             return None
-        matches = s.scalar(select(func.count()).select_from(Match)
-                           .where(Match.identity_id == ident.id))
-        alerts = s.scalar(select(func.count()).select_from(Alert)
-                          .where(Alert.identity_id == ident.id))
+        matches = s.scalar(
+            select(func.count()).select_from(Match).where(Match.identity_id == ident.id)
+        )
+        alerts = s.scalar(
+            select(func.count()).select_from(Alert).where(Alert.identity_id == ident.id)
+        )
         return {
-            "id": ident.id, "name": ident.name, "created_at": ident.created_at.isoformat(),
+            "id": ident.id,
+            "name": ident.name,
+            "created_at": ident.created_at.isoformat(),
             "references": [
-                {"id": r.id, "file": r.original_name, "stored": r.path, "box": r.box,
-                 "face_backend": r.face_backend}
+                {
+                    "id": r.id,
+                    "file": r.original_name,
+                    "stored": r.path,
+                    "box": r.box,
+                    "face_backend": r.face_backend,
+                }
                 for r in ident.references
             ],
-            "matched_faces": matches, "alerts": alerts,
+            "matched_faces": matches,
+            "alerts": alerts,
         }
 
 
@@ -202,8 +236,13 @@ def remove_identity(svc: Services, name_or_id: str) -> dict | None:
         identity_id, name = ident.id, ident.name
         n_refs = len(ident.references)
         n_alerts = s.execute(
-            update(Alert).where(Alert.identity_id == identity_id).values(
-                identity_id=None, identity_name=None, reference_id=None, parts=None,
+            update(Alert)
+            .where(Alert.identity_id == identity_id)
+            .values(
+                identity_id=None,
+                identity_name=None,
+                reference_id=None,
+                parts=None,
                 erased_at=datetime.now(UTC),
             )
         ).rowcount
@@ -212,8 +251,13 @@ def remove_identity(svc: Services, name_or_id: str) -> dict | None:
     svc.files.remove_tree(f"references/{identity_id}")
     svc.reference_cache.pop(identity_id, None)
     log.info("erased identity %s (%s)", identity_id, name)
-    return {"id": identity_id, "name": name, "references_removed": n_refs,
-            "vectors_removed": n_vectors, "alerts_anonymised": n_alerts}
+    return {
+        "id": identity_id,
+        "name": name,
+        "references_removed": n_refs,
+        "vectors_removed": n_vectors,
+        "alerts_anonymised": n_alerts,
+    }
 
 
 def upload_counts(svc: Services) -> dict[str, int]:

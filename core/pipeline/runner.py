@@ -82,7 +82,9 @@ class ScanSummary:
 
 
 def scan(
-    svc: Services, paths: Iterable[Path], source: str = "cli",
+    svc: Services,
+    paths: Iterable[Path],
+    source: str = "cli",
     progress: Callable[[int, int, Path], None] | None = None,
 ) -> ScanSummary:
     files = collect_files(paths)
@@ -109,14 +111,28 @@ def _fill_summary(svc: Services, summary: ScanSummary) -> None:
         summary.scanned = len(ups)
         st = Counter(u.status for u in ups)
         summary.done, summary.rejected, summary.failed = (
-            st[UploadStatus.done], st[UploadStatus.rejected], st[UploadStatus.failed])
-        summary.rejected_reasons = dict(Counter(
-            (u.reason or "?").split(":")[0] for u in ups if u.status == UploadStatus.rejected))
+            st[UploadStatus.done],
+            st[UploadStatus.rejected],
+            st[UploadStatus.failed],
+        )
+        summary.rejected_reasons = dict(
+            Counter(
+                (u.reason or "?").split(":")[0] for u in ups if u.status == UploadStatus.rejected
+            )
+        )
         summary.with_faces = sum(1 for u in ups if (u.n_faces or 0) > 0)
         summary.faces = sum(u.n_faces or 0 for u in ups)
-        summary.matched = s.scalar(
-            select(func.count(func.distinct(Face.upload_id)))
-            .join(Match, Match.face_id == Face.id).where(Face.upload_id.in_(ids))) or 0
-        summary.judged_fake = s.scalar(
-            select(func.count(func.distinct(Alert.upload_id))).where(Alert.upload_id.in_(ids))
-        ) or 0
+        summary.matched = (
+            s.scalar(
+                select(func.count(func.distinct(Face.upload_id)))
+                .join(Match, Match.face_id == Face.id)
+                .where(Face.upload_id.in_(ids))
+            )
+            or 0
+        )
+        summary.judged_fake = (
+            s.scalar(
+                select(func.count(func.distinct(Alert.upload_id))).where(Alert.upload_id.in_(ids))
+            )
+            or 0
+        )

@@ -49,8 +49,10 @@ def decode_upload(svc: Services, up: Upload) -> DecodedImage:
 
 def face_from_row(row: Face) -> DetectedFace:
     return DetectedFace(
-        box=tuple(row.box), landmarks=np.asarray(row.landmarks, np.float32),
-        score=row.det_score, extra=dict(row.extra or {}),
+        box=tuple(row.box),
+        landmarks=np.asarray(row.landmarks, np.float32),
+        score=row.det_score,
+        extra=dict(row.extra or {}),
     )
 
 
@@ -85,9 +87,12 @@ def crop(svc: Services, upload_id: int) -> StageResult:
         base = f"crops/{upload_id}/{idx}"
         rows.append(
             dict(
-                idx=idx, box=[float(v) for v in face.box],
-                landmarks=np.asarray(face.landmarks).round(2).tolist(), extra=face.extra or None,
-                det_score=float(face.score), quality=face_quality(face, chip),
+                idx=idx,
+                box=[float(v) for v in face.box],
+                landmarks=np.asarray(face.landmarks).round(2).tolist(),
+                extra=face.extra or None,
+                det_score=float(face.score),
+                quality=face_quality(face, chip),
                 chip_path=svc.files.put_png(f"{base}_chip.png", chip),
                 crop_path=svc.files.put_png(f"{base}_crop.png", loose_crop(img.pixels, face)),
                 face_backend=backend.name,
@@ -145,7 +150,9 @@ def _face_vectors(svc: Services, upload_id: int) -> tuple[list[int], np.ndarray]
     with svc.db.session() as s:
         rows = list(
             s.execute(
-                select(Face.id, Face.embedding).where(Face.upload_id == upload_id).order_by(Face.idx)
+                select(Face.id, Face.embedding)
+                .where(Face.upload_id == upload_id)
+                .order_by(Face.idx)
             )
         )
     if any(e is None for _, e in rows):
@@ -201,8 +208,9 @@ def add_match(s, face_id: int, identity_id: int, sim: float, ref_id: int | None)
     )
     if exists is not None:
         return False
-    s.add(Match(face_id=face_id, identity_id=identity_id, similarity=float(sim),
-                reference_id=ref_id))
+    s.add(
+        Match(face_id=face_id, identity_id=identity_id, similarity=float(sim), reference_id=ref_id)
+    )
     s.flush()
     return True
 

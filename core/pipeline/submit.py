@@ -22,9 +22,9 @@ class Submission:
 
 
 def _sniff_format(data: bytes) -> str | None:
-    from PIL import Image
-
     import io
+
+    from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as im:
@@ -62,8 +62,12 @@ def _insert(
     try:
         with svc.db.session() as s:
             up = Upload(
-                sha256=sha, original_name=name[:2000], path=rel, source=source,
-                status=status, reason=reason,
+                sha256=sha,
+                original_name=name[:2000],
+                path=rel,
+                source=source,
+                status=status,
+                reason=reason,
             )
             s.add(up)
             s.flush()

@@ -42,11 +42,13 @@ def reference_views(svc: Services, identity_id: int) -> list[ReferenceView]:
     backend = svc.face_backend
     for r in refs:
         img = decode_image(read_bytes(svc.files.abs(r.path), svc.limits), svc.limits).pixels
-        face = DetectedFace(tuple(r.box), np.asarray(r.landmarks, np.float32), 1.0,
-                            dict(r.extra or {}))
+        face = DetectedFace(
+            tuple(r.box), np.asarray(r.landmarks, np.float32), 1.0, dict(r.extra or {})
+        )
         emb = backend.embed(img, [face])[0] if r.face_backend == backend.name else None
-        views.append(ReferenceView(image=img, face=face, face_crop=loose_crop(img, face),
-                                   embedding=emb))
+        views.append(
+            ReferenceView(image=img, face=face, face_crop=loose_crop(img, face), embedding=emb)
+        )
     svc.reference_cache[identity_id] = (key, views)
     return views
 
@@ -57,36 +59,49 @@ def score_matches(
     """Score unscored matches (of one upload, or the given ids). Returns alerts created."""
     from core.pipeline.stages import face_from_row
 
-    q = select(Match, Face, Upload).join(Face, Match.face_id == Face.id).join(
-        Upload, Face.upload_id == Upload.id
-    ).where(Match.fake_score.is_(None))
+    q = (
+        select(Match, Face, Upload)
+        .join(Face, Match.face_id == Face.id)
+        .join(Upload, Face.upload_id == Upload.id)
+        .where(Match.fake_score.is_(None))
+    )
     if upload_id is not None:
         q = q.where(Face.upload_id == upload_id)
     if match_ids is not None:
         q = q.where(Match.id.in_(match_ids))
     with svc.db.session() as s:
-        todo = [(m.id, m.identity_id, m.similarity, m.reference_id, face_from_row(f), f.id, u)
-                for m, f, u in s.execute(q.order_by(Upload.id, Face.idx))]
+        todo = [
+            (m.id, m.identity_id, m.similarity, m.reference_id, face_from_row(f), f.id, u)
+            for m, f, u in s.execute(q.order_by(Upload.id, Face.idx))
+        ]
         for *_, u in todo:
             s.expunge(u)
     created = 0
+    if not todo:
+        return created
     decoded: dict[int, object] = {}
     detector = svc.detector
     threshold = svc.fake_threshold
-    for match_id, identity_id, sim, ref_id, face, face_id, up in todo:
+    for match_id, identity_id, sim, _ref_id, face, face_id, up in todo:
         if up.id not in decoded:
             try:
-                decoded[up.id] = decode_image(read_bytes(svc.files.abs(up.path), svc.limits),
-                                              svc.limits)
+                decoded[up.id] = decode_image(
+                    read_bytes(svc.files.abs(up.path), svc.limits), svc.limits
+                )
             except Rejected as rej:  # the stored file changed under us: not this face's fault
                 log.error("upload %s unreadable at classify: %s", up.id, rej)
                 raise
         img = decoded[up.id]
         emb = _face_embedding(svc, face_id)
         inp = ForensicInput(
-            image=img.pixels, face=face, face_crop=loose_crop(img.pixels, face),
-            references=reference_views(svc, identity_id), identity_similarity=sim,
-            embedding=emb, metadata=img.metadata, file_format=img.format,
+            image=img.pixels,
+            face=face,
+            face_crop=loose_crop(img.pixels, face),
+            references=reference_views(svc, identity_id),
+            identity_similarity=sim,
+            embedding=emb,
+            metadata=img.metadata,
+            file_format=img.format,
         )
         result = detector.score(inp)
         is_fake = result.score >= threshold
@@ -109,18 +124,31 @@ def _face_embedding(svc: Services, face_id: int) -> np.ndarray | None:
 
 
 def _add_alert(s, m: Match, face_id: int, upload_id: int) -> int:
-    if s.scalar(select(Alert.id).where(Alert.face_id == face_id,
-                                       Alert.identity_key == m.identity_id)) is not None:
+    if (
+        s.scalar(
+            select(Alert.id).where(Alert.face_id == face_id, Alert.identity_key == m.identity_id)
+        )
+        is not None
+    ):
         return 0
     ident = s.get(Identity, m.identity_id)
     try:
         with s.begin_nested():  # a concurrent worker may insert the same alert
-            s.add(Alert(
-                face_id=face_id, upload_id=upload_id, identity_key=m.identity_id,
-                identity_id=m.identity_id, identity_name=ident.name if ident else None,
-                reference_id=m.reference_id, similarity=m.similarity, fake_score=m.fake_score,
-                decision="fake", detector=m.detector, parts=m.parts,
-            ))
+            s.add(
+                Alert(
+                    face_id=face_id,
+                    upload_id=upload_id,
+                    identity_key=m.identity_id,
+                    identity_id=m.identity_id,
+                    identity_name=ident.name if ident else None,
+                    reference_id=m.reference_id,
+                    similarity=m.similarity,
+                    fake_score=m.fake_score,
+                    decision="fake",
+                    detector=m.detector,
+                    parts=m.parts,
+                )
+            )
         return 1
     except IntegrityError:
         return 0
@@ -131,17 +159,27 @@ def notify_pending(svc: Services) -> int:
     from core.alerts.notify import AlertEvent
 
     with svc.db.session() as s:
-        rows = list(s.execute(
-            select(Alert, Face, Upload).join(Face, Alert.face_id == Face.id)
-            .join(Upload, Alert.upload_id == Upload.id)
-            .where(Alert.notified_at.is_(None), Alert.erased_at.is_(None))
-        ))
+        rows = list(
+            s.execute(
+                select(Alert, Face, Upload)
+                .join(Face, Alert.face_id == Face.id)
+                .join(Upload, Alert.upload_id == Upload.id)
+                .where(Alert.notified_at.is_(None), Alert.erased_at.is_(None))
+            )
+        )
         events = [
             AlertEvent(
-                alert_id=a.id, upload_id=u.id, face_id=f.id, identity_id=a.identity_id,
-                identity_name=a.identity_name, similarity=round(a.similarity, 4),
-                fake_score=round(a.fake_score, 4), decision=a.decision, detector=a.detector,
-                upload_name=u.original_name, box=list(f.box),
+                alert_id=a.id,
+                upload_id=u.id,
+                face_id=f.id,
+                identity_id=a.identity_id,
+                identity_name=a.identity_name,
+                similarity=round(a.similarity, 4),
+                fake_score=round(a.fake_score, 4),
+                decision=a.decision,
+                detector=a.detector,
+                upload_name=u.original_name,
+                box=list(f.box),
                 created_at=a.created_at.isoformat(),
             )
             for a, f, u in rows

@@ -13,8 +13,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-_EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp",
-        "TIFF": ".tif", "MPO": ".jpg"}
+_EXT = {
+    "JPEG": ".jpg",
+    "PNG": ".png",
+    "WEBP": ".webp",
+    "GIF": ".gif",
+    "BMP": ".bmp",
+    "TIFF": ".tif",
+    "MPO": ".jpg",
+}
 
 
 class FileStore:

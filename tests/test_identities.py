@@ -1,0 +1,104 @@
+"""Registering, refusing bad reference photos, backfill and erasure."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from core.demo.dataset import insightface_path, load_references
+from core.pipeline.identities import (
+    RegistrationError,
+    list_identities,
+    register_identity,
+    remove_identity,
+    show_identity,
+)
+from core.pipeline.runner import scan
+from core.storage.models import Alert, Identity, Match, ReferencePhoto
+
+
+def _n(svc, model) -> int:
+    with svc.db.session() as s:
+        return s.scalar(select(func.count()).select_from(model))
+
+
+def test_photo_without_face_is_refused_by_name(svc, demo_set):
+    photo = demo_set / "uploads" / "coffee.jpg"
+    with pytest.raises(RegistrationError, match="coffee.jpg: no face"):
+        register_identity(svc, "Nobody", [photo])
+    assert _n(svc, Identity) == 0
+
+
+def test_group_photo_is_refused_unless_largest(svc):
+    t1 = insightface_path("t1.jpg")
+    with pytest.raises(RegistrationError, match=r"t1.jpg: 6 faces found"):
+        register_identity(svc, "Someone", [t1])
+    reg = register_identity(svc, "Someone", [t1], pick_largest=True)
+    assert reg.created and reg.references_added == 1
+    with svc.db.session() as s:
+        box = s.scalar(select(ReferencePhoto.box))
+    areas = [
+        f.area
+        for f in svc.face_backend.detect(
+            __import__("numpy").asarray(__import__("PIL.Image").Image.open(t1).convert("RGB"))
+        )
+    ]
+    assert (box[2] - box[0]) * (box[3] - box[1]) == pytest.approx(max(areas))
+
+
+def test_non_image_and_mixed_batches_write_nothing(svc, demo_set, tmp_path):
+    bogus = tmp_path / "photo.jpg"
+    bogus.write_text("this is not a photo")
+    good = load_references(demo_set)["Eileen Collins"][0]
+    with pytest.raises(RegistrationError, match="photo.jpg: not usable.*not_an_image"):
+        register_identity(svc, "Eileen Collins", [good, bogus])
+    assert _n(svc, Identity) == 0 and _n(svc, ReferencePhoto) == 0
+
+
+def test_same_photo_twice_is_one_reference(svc, demo_set):
+    good = load_references(demo_set)["Eileen Collins"][0]
+    register_identity(svc, "Eileen Collins", [good])
+    again = register_identity(svc, "Eileen Collins", [good])
+    assert not again.created and again.references_added == 0
+    assert list_identities(svc)[0]["references"] == 1
+    assert show_identity(svc, "Eileen Collins")["references"][0]["file"] == str(good)
+
+
+def test_backfill_then_erasure(svc, demo_set):
+    refs = load_references(demo_set)
+    scan(svc, [demo_set / "uploads"])
+    assert _n(svc, Match) == 0
+    reg = register_identity(svc, "Tom Hanks", refs["Tom Hanks"])
+    # Backfill finds the earlier uploads showing Tom Hanks: 3 real copies and 4 fakes.
+    assert reg.backfill.matches == 7
+    assert _n(svc, Match) == 7
+    n_alerts = _n(svc, Alert)
+    assert n_alerts == reg.backfill.alerts
+
+    backend = svc.face_backend.name
+    assert svc.vectors.count(svc.vectors.refs_name(backend)) == 1
+    ref_dir = svc.files.abs(f"references/{reg.identity_id}")
+    assert any(ref_dir.iterdir())
+
+    res = remove_identity(svc, "Tom Hanks")
+    assert res == {
+        "id": reg.identity_id,
+        "name": "Tom Hanks",
+        "references_removed": 1,
+        "vectors_removed": 1,
+        "alerts_anonymised": n_alerts,
+    }
+    assert _n(svc, Identity) == 0 and _n(svc, ReferencePhoto) == 0 and _n(svc, Match) == 0
+    assert svc.vectors.count(svc.vectors.refs_name(backend)) == 0
+    assert not ref_dir.exists()
+    with svc.db.session() as s:
+        alerts = list(s.scalars(select(Alert)))
+    assert len(alerts) == n_alerts
+    assert all(
+        a.identity_id is None
+        and a.identity_name is None
+        and a.reference_id is None
+        and a.erased_at is not None
+        for a in alerts
+    )
+    assert remove_identity(svc, "Tom Hanks") is None

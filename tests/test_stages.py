@@ -1,0 +1,119 @@
+"""Each pipeline stage run on its own, with no broker, and re-run (redelivery)."""
+
+from __future__ import annotations
+
+import numpy as np
+from sqlalchemy import func, select
+
+from core.demo.dataset import insightface_path, load_references
+from core.pipeline import stages
+from core.pipeline.identities import register_identity
+from core.pipeline.submit import submit_bytes, submit_path
+from core.storage.models import Alert, Face, Match, Upload, UploadStatus
+
+
+def _count(svc, model, *where) -> int:
+    with svc.db.session() as s:
+        return s.scalar(select(func.count()).select_from(model).where(*where))
+
+
+def _status(svc, upload_id) -> Upload:
+    with svc.db.session() as s:
+        up = s.get(Upload, upload_id)
+        s.expunge(up)
+        return up
+
+
+def test_submit_deduplicates_by_content(svc, tmp_path):
+    data = insightface_path("t1.jpg").read_bytes()
+    a = submit_bytes(svc, data, "a.jpg")
+    b = submit_bytes(svc, data, "b.jpg")
+    assert a.created and not b.created and a.upload_id == b.upload_id
+    assert _status(svc, a.upload_id).status == UploadStatus.received
+    assert svc.files.abs(_status(svc, a.upload_id).path).read_bytes() == data
+
+
+def test_unreadable_file_gets_a_rejected_row(svc, tmp_path):
+    sub = submit_path(svc, tmp_path / "missing.jpg")
+    up = _status(svc, sub.upload_id)
+    assert up.status == UploadStatus.rejected and up.reason.startswith("not_found")
+
+
+def test_stages_one_by_one_and_again(svc):
+    sub = submit_path(svc, insightface_path("t1.jpg"))
+    uid = sub.upload_id
+
+    r = stages.crop(svc, uid)
+    assert r.proceed and r.status == UploadStatus.cropped
+    up = _status(svc, uid)
+    assert (up.width, up.height, up.file_format, up.n_faces) == (1280, 886, "JPEG", 6)
+    with svc.db.session() as s:
+        faces = list(s.scalars(select(Face).where(Face.upload_id == uid).order_by(Face.idx)))
+        assert [f.idx for f in faces] == list(range(6))
+        for f in faces:
+            assert svc.files.abs(f.chip_path).exists() and svc.files.abs(f.crop_path).exists()
+            assert 0 < f.quality <= 1 and f.embedding is None
+    # Redelivered crop: nothing new.
+    assert stages.crop(svc, uid).status == UploadStatus.cropped
+    assert _count(svc, Face, Face.upload_id == uid) == 6
+
+    (r,) = stages.embed(svc, [uid])
+    assert r.status == UploadStatus.embedded
+    with svc.db.session() as s:
+        vecs = [
+            np.frombuffer(f.embedding, np.float32)
+            for f in s.scalars(select(Face).where(Face.upload_id == uid))
+        ]
+    assert all(v.shape == (svc.face_backend.embedding_dim,) for v in vecs)
+    assert np.allclose([np.linalg.norm(v) for v in vecs], 1.0, atol=1e-4)
+    stages.embed(svc, [uid])  # again: no error, same state
+    assert _status(svc, uid).status == UploadStatus.embedded
+
+    r = stages.index(svc, uid)
+    assert r.status == UploadStatus.indexed
+    assert svc.vectors.count(svc.vectors.faces_name(svc.face_backend.name)) == 6
+    stages.index(svc, uid)
+    assert svc.vectors.count(svc.vectors.faces_name(svc.face_backend.name)) == 6
+    assert _count(svc, Match) == 0  # nobody is protected yet
+
+    r = stages.classify(svc, uid)
+    assert r.status == UploadStatus.done and not r.proceed
+    assert stages.classify(svc, uid).status == UploadStatus.done
+
+
+def test_no_face_upload_is_done_with_zero_faces(svc, demo_set):
+    sub = submit_path(svc, demo_set / "uploads" / "coffee.jpg")
+    r = stages.crop(svc, sub.upload_id)
+    assert not r.proceed and r.status == UploadStatus.done
+    assert _status(svc, sub.upload_id).n_faces == 0
+
+
+def test_bad_bytes_are_rejected_with_reason(svc):
+    sub = submit_bytes(svc, b"<html><body>not an image</body></html>", "evil.jpg")
+    r = stages.crop(svc, sub.upload_id)
+    up = _status(svc, sub.upload_id)
+    assert r.status == up.status == UploadStatus.rejected
+    assert up.reason.startswith("not_an_image")
+
+
+def test_matching_and_classify_are_idempotent(svc, demo_set):
+    refs = load_references(demo_set)
+    register_identity(svc, "Eileen Collins", refs["Eileen Collins"])
+    fake = demo_set / "uploads" / "fake_eileen_person1.png"
+    uid = submit_path(svc, fake).upload_id
+    stages.crop(svc, uid)
+    stages.embed(svc, [uid])
+    stages.index(svc, uid)
+    assert _count(svc, Match) == 1
+    stages.classify(svc, uid)
+    with svc.db.session() as s:
+        m = s.scalar(select(Match))
+        assert m.fake_score is not None and 0 <= m.fake_score <= 1
+        assert m.is_fake == (m.fake_score >= svc.fake_threshold)
+    n_alerts = _count(svc, Alert)
+    # A redelivered index + classify creates no second match or alert.
+    with svc.db.session() as s:
+        s.get(Upload, uid).status = UploadStatus.embedded
+    stages.index(svc, uid)
+    stages.classify(svc, uid)
+    assert _count(svc, Match) == 1 and _count(svc, Alert) == n_alerts
