@@ -35,6 +35,7 @@ def list_alerts(svc: Services, identity: str | None = None) -> list[dict]:
                 "decision": a.decision,
                 "detector": a.detector,
                 "quality": f.quality,
+                "crop_path": f.crop_path,
                 "reference_id": a.reference_id,
                 "erased": a.erased_at is not None,
                 "notified": a.notified_at is not None,

@@ -50,6 +50,8 @@ _TEMPLATE = """<!doctype html>
    <img alt="suspected fake" src="{{ a.upload_img }}">
    <figcaption>Suspected fake: upload {{ a.upload_id }} &middot; {{ a.upload }}
    </figcaption></figure>
+  {% if a.crop_img %}<figure><img alt="suspected face" src="{{ a.crop_img }}">
+   <figcaption>The face, enlarged</figcaption></figure>{% endif %}
   {% if a.ref_img %}<figure><img alt="authentic reference" src="{{ a.ref_img }}">
    <figcaption>Authentic reference of {{ a.identity }}</figcaption></figure>
   {% else %}<figure><figcaption class="none">Reference erased or unavailable</figcaption>
@@ -122,6 +124,7 @@ def write_report(svc: Services, out: Path, identity: str | None = None) -> int:
     for a in alerts:
         row = dict(a)
         row["upload_img"] = _load_scaled(svc, ups[a["upload_id"]], a["box"]) or ""
+        row["crop_img"] = _load_scaled(svc, a["crop_path"], None) if a["crop_path"] else None
         ref = refs.get(a["reference_id"]) if a["reference_id"] else None
         row["ref_img"] = _load_scaled(svc, ref[0], ref[1], "#2e7d32") if ref else None
         rows.append(row)

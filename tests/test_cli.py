@@ -1,0 +1,86 @@
+"""The idwatch command line, run in-process with typer's runner on a temp data dir."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from typer.testing import CliRunner
+
+from core.demo.dataset import load_references
+from workers.cli import app
+
+runner = CliRunner()
+
+
+def _run(data_dir, *args: str, code: int = 0):
+    res = runner.invoke(app, ["--data-dir", str(data_dir), *args])
+    assert res.exit_code == code, res.output
+    return res
+
+
+def _json(res):
+    return json.loads(res.stdout)
+
+
+def test_identity_scan_alerts_report_remove(tmp_path, demo_set):
+    data = tmp_path / "data"
+    ref = load_references(demo_set)["Eileen Collins"][0]
+
+    res = _run(data, "identity", "add", "Nobody", str(demo_set / "uploads" / "coffee.jpg"), code=2)
+    assert "coffee.jpg" in res.output and "no face" in res.output
+
+    added = _json(_run(data, "identity", "add", "Eileen Collins", str(ref), "--json"))
+    assert added["created"] and added["references_added"] == 1
+
+    listed = _json(_run(data, "identity", "list", "--json"))
+    assert [i["name"] for i in listed] == ["Eileen Collins"]
+    shown = _json(_run(data, "identity", "show", "Eileen Collins", "--json"))
+    assert shown["references"][0]["file"] == str(ref)
+
+    summary = _json(_run(data, "scan", str(demo_set / "uploads"), "--json"))
+    assert summary["scanned"] == 20 and summary["failed"] == 0
+    assert summary["with_faces"] == 19  # all but the coffee cup
+    assert summary["matched"] == 7  # 3 real photos + 4 fakes of Eileen Collins
+
+    alerts = _json(_run(data, "alerts", "--json"))
+    assert summary["judged_fake"] == len({a["upload_id"] for a in alerts})
+    for a in alerts:
+        assert a["identity"] == "Eileen Collins" and a["decision"] == "fake"
+        assert set(a) >= {"upload", "box", "similarity", "fake_score", "created_at"}
+    assert _json(_run(data, "alerts", "--identity", "Tom Hanks", "--json")) == []
+    table = _run(data, "alerts").stdout
+    assert f"Alerts ({len(alerts)})" in table
+
+    report = tmp_path / "r.html"
+    _run(data, "report", str(report))
+    html = report.read_text()
+    assert html.count('class="alert"') == len(alerts)
+    assert len(re.findall(r'src="data:image/jpeg;base64,', html)) == 3 * len(alerts)
+    assert "http://" not in html and "https://" not in html  # opens offline
+
+    status = _json(_run(data, "status", "--json"))
+    assert status["uploads"] == {"done": 20} and status["alerts"] == len(alerts)
+
+    removed = _json(_run(data, "identity", "remove", "Eileen Collins", "--yes", "--json"))
+    assert removed["references_removed"] == 1 and removed["alerts_anonymised"] == len(alerts)
+    assert _json(_run(data, "identity", "list", "--json")) == []
+    _run(data, "identity", "show", "Eileen Collins", code=1)
+
+
+def test_scan_missing_path_is_a_clear_error(tmp_path):
+    res = _run(tmp_path / "d", "scan", str(tmp_path / "nope"), code=2)
+    assert "no such file or folder" in res.output
+
+
+def test_demo_main_job(tmp_path):
+    work = tmp_path / "demo"
+    res = _json(_run(tmp_path / "unused", "demo", "--workdir", str(work), "--json"))
+    r = res["result"]
+    assert set(r["registered"]) == {"Eileen Collins", "Tom Hanks"}
+    assert r["summary"]["scanned"] == 20 and r["summary"]["failed"] == 0
+    assert r["fakes"] == 8 and r["reals"] == 6
+    # Tom Hanks is registered after the scan: his alerts come from backfill.
+    tom_alerts = [a for a in res["alerts"] if a["identity"] == "Tom Hanks"]
+    assert r["backfill_alerts"] == len(tom_alerts)
+    assert (work / "report.html").exists()
