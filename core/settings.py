@@ -24,7 +24,9 @@ class Settings(BaseSettings):
         default=None, description="milvus-lite file path or http://host:port; default a file."
     )
     milvus_token: SecretStr | None = None
-    model_dir: Path | None = Field(default=None, description="Model weights; default data_dir/models.")
+    model_dir: Path | None = Field(
+        default=None, description="Model weights; default data_dir/models."
+    )
     broker_url: str | None = Field(default=None, description="Celery broker; None = in-process.")
 
     # Backends, chosen by name; "auto" picks the production model when its files exist.
@@ -46,7 +48,37 @@ class Settings(BaseSettings):
     max_faces_per_image: int = 32
     min_face_px: int = 24
 
-    notifier: str = "log"  # comma-separated notifier names
+    notifier: str = "log"  # comma-separated notifier names: log, webhook, memory
+
+    # Webhook notifier: POST JSON, HMAC-SHA256 over "<timestamp>.<body>" with the secret.
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    webhook_timeout_s: float = 5.0
+    webhook_max_attempts: int = 5
+    webhook_backoff_s: float = 0.5  # first retry delay; doubles each attempt
+
+    # Ingest API (distributed mode): comma-separated API keys; requests need X-API-Key.
+    api_keys: SecretStr | None = None
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_max_request_bytes: int = 32 * 1024 * 1024
+
+    # Watched folder: a file is taken once its size and mtime have been stable this long.
+    watch_settle_s: float = 2.0
+    watch_poll_s: float = 1.0
+
+    # Flower (job status UI): basic auth "user:password".
+    flower_basic_auth: SecretStr | None = None
+    flower_port: int = 5555
+
+    # Celery: a task running longer than task_time_limit_s is killed; an unacknowledged
+    # message returns to the queue after visibility_timeout_s (it must exceed the limit,
+    # or a slow task would be delivered twice while still running).
+    task_time_limit_s: int = 300
+    task_soft_time_limit_s: int = 270
+    visibility_timeout_s: int = 900
+    task_max_retries: int = 5
+    embed_batch_size: int = 16
 
     @property
     def resolved_model_dir(self) -> Path:
