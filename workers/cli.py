@@ -102,10 +102,17 @@ def identity_add(
 
     svc = _services()
     try:
-        reg = register_identity(svc, name, photos, pick_largest=largest)
+        # Embedded: backfill now, here. Distributed: backfill runs on the classify queue.
+        reg = register_identity(
+            svc, name, photos, pick_largest=largest, backfill_now=svc.settings.embedded
+        )
     except RegistrationError as exc:
         console.print(f"[red]refused:[/red] {exc}")
         raise typer.Exit(2) from exc
+    if not svc.settings.embedded and reg.references_added:
+        from workers.dispatch import make_dispatcher
+
+        make_dispatcher(svc).backfill(reg.identity_id)
     res = {
         "identity_id": reg.identity_id,
         "name": reg.name,
@@ -197,7 +204,7 @@ def _print_summary(s) -> None:
         f"scanned {s.scanned} upload(s) ({s.duplicates} already known): "
         f"{s.with_faces} with faces ({s.faces} faces), {s.matched} matched a protected "
         f"identity, {s.judged_fake} judged fake; done {s.done}, rejected {s.rejected}, "
-        f"failed {s.failed}"
+        f"failed {s.failed}" + (f", still running {s.pending}" if s.pending else "")
     )
     for reason, n in sorted(s.rejected_reasons.items()):
         out.print(f"  rejected {n}: {reason}")
@@ -206,6 +213,7 @@ def _print_summary(s) -> None:
 @app.command("scan")
 def scan_cmd(
     paths: Annotated[list[Path], typer.Argument(help="Image files or folders (recursive).")],
+    wait: Annotated[float, typer.Option(help="Distributed: seconds to wait for results.")] = 600,
     as_json: JsonOpt = False,
 ) -> None:
     """Submit images as uploads and run them through crop -> embed -> index -> classify."""
@@ -227,7 +235,7 @@ def scan_cmd(
         _print_json(summary.as_dict())
     else:
         _print_summary(summary)
-    raise typer.Exit(1 if summary.failed else 0)
+    raise typer.Exit(1 if summary.failed or summary.pending else 0)
 
 
 ALERT_COLUMNS = [
@@ -274,23 +282,185 @@ def report_cmd(
 
 @app.command("status")
 def status_cmd(as_json: JsonOpt = False) -> None:
-    """Uploads by status and alert count."""
+    """Uploads by status, alerts, and (distributed) queue lengths and workers seen."""
     from core.alerts.listing import list_alerts
     from core.pipeline.identities import upload_counts
 
     svc = _services()
-    res = {"uploads": upload_counts(svc), "alerts": len(list_alerts(svc))}
+    res: dict = {"uploads": upload_counts(svc), "alerts": len(list_alerts(svc))}
+    if not svc.settings.embedded:
+        from workers.stack import recorded
+        from workers.status import queue_lengths, workers_seen
+
+        res["queues"] = queue_lengths(svc.settings)
+        res["workers"] = workers_seen()
+        res["processes"] = [{"name": n, "pid": p, "alive": a} for n, p, a in recorded(svc.settings)]
     if as_json:
         _print_json(res)
-    else:
+        return
+    out.print(
+        _table(
+            "Uploads",
+            [{"status": k, "count": v} for k, v in sorted(res["uploads"].items())],
+            ["status", "count"],
+        )
+    )
+    out.print(f"alerts: {res['alerts']}")
+    if "queues" in res:
         out.print(
             _table(
-                "Uploads",
-                [{"status": k, "count": v} for k, v in sorted(res["uploads"].items())],
-                ["status", "count"],
+                "Queues",
+                [{"queue": k, "waiting": v} for k, v in res["queues"].items()],
+                ["queue", "waiting"],
             )
         )
-        out.print(f"alerts: {res['alerts']}")
+        out.print(
+            _table(
+                "Workers",
+                [{"worker": k, "queues": ",".join(v)} for k, v in res["workers"].items()],
+                ["worker", "queues"],
+            )
+        )
+        out.print(_table("Local processes", res["processes"], ["name", "pid", "alive"]))
+
+
+# -- distributed mode -----------------------------------------------------------------
+@app.command("migrate")
+def migrate_cmd() -> None:
+    """Create or upgrade the database schema (Alembic upgrade head)."""
+    from core.settings import Settings
+    from core.storage.db import upgrade
+
+    url = Settings().resolved_database_url
+    upgrade(url)
+    out.print("database schema is at head")
+
+
+@app.command("worker")
+def worker_cmd(
+    queues: Annotated[str, typer.Option(help="Comma-separated: crop,embed,index,classify.")] = (
+        "crop,embed,index,classify"
+    ),
+    concurrency: Annotated[int, typer.Option(help="Pool processes.")] = 1,
+    loglevel: Annotated[str, typer.Option()] = "INFO",
+) -> None:
+    """Run a Celery worker consuming the given queues (needs IDWATCH_BROKER_URL)."""
+    from core.settings import Settings
+    from workers.app import QUEUES
+
+    qs = [q.strip() for q in queues.split(",") if q.strip()]
+    bad = [q for q in qs if q not in QUEUES]
+    if bad or not qs:
+        console.print(f"[red]unknown queue(s) {bad}; choose from {', '.join(QUEUES)}[/red]")
+        raise typer.Exit(2)
+    if not Settings().broker_url:
+        console.print("[red]set IDWATCH_BROKER_URL (e.g. redis://127.0.0.1:6379/0)[/red]")
+        raise typer.Exit(2)
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.app",
+        "worker",
+        "-Q",
+        ",".join(qs),
+        "-n",
+        f"{'+'.join(qs)}@%h",
+        "-c",
+        str(concurrency),
+        "--loglevel",
+        loglevel,
+    ]
+    os.execv(sys.executable, argv)
+
+
+@app.command("flower")
+def flower_cmd(
+    address: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    """Flower (job status) with basic auth from IDWATCH_FLOWER_BASIC_AUTH (user:password)."""
+    from core.settings import Settings
+
+    st = Settings()
+    if not st.flower_basic_auth:
+        console.print(
+            "[red]set IDWATCH_FLOWER_BASIC_AUTH=user:password; Flower never runs "
+            "without auth here[/red]"
+        )
+        raise typer.Exit(2)
+    # Passed through the environment, not argv, so the password never shows in `ps`.
+    os.environ["FLOWER_BASIC_AUTH"] = st.flower_basic_auth.get_secret_value()
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.app",
+        "flower",
+        f"--address={address}",
+        f"--port={port or st.flower_port}",
+    ]
+    os.execv(sys.executable, argv)
+
+
+@app.command("api")
+def api_cmd() -> None:
+    """The HTTP ingest API (POST /uploads, GET /uploads/{id}, GET /alerts)."""
+    from workers.api import run
+    from workers.dispatch import make_dispatcher
+
+    svc = _services()
+    run(svc, make_dispatcher(svc), svc.settings.api_host, svc.settings.api_port)
+
+
+@app.command("watch")
+def watch_cmd(
+    folder: Annotated[Path, typer.Argument(help="Folder the platform drops uploads into.")],
+) -> None:
+    """Watch a folder: every new, complete file is scanned once (survives restarts)."""
+    from workers.dispatch import make_dispatcher
+    from workers.watch import watch
+
+    if not folder.is_dir():
+        console.print(f"[red]not a folder: {folder}[/red]")
+        raise typer.Exit(2)
+    svc = _services()
+    watch(folder, svc, make_dispatcher(svc))
+
+
+@app.command("up")
+def up_cmd(
+    watch_dir: Annotated[Path | None, typer.Option("--watch", help="Also watch a folder.")] = None,
+    concurrency: Annotated[int, typer.Option(help="Pool processes per worker.")] = 1,
+) -> None:
+    """Start the local distributed stack (milvus-lite server, a worker per queue, API, Flower)."""
+    from core.settings import Settings
+    from workers.stack import up
+
+    try:
+        procs = up(Settings(), watch_dir, concurrency)
+    except RuntimeError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    out.print(
+        _table(
+            "Started",
+            [{"name": p.name, "pid": p.pid, "log": str(p.log)} for p in procs],
+            ["name", "pid", "log"],
+        )
+    )
+
+
+@app.command("down")
+def down_cmd() -> None:
+    """Stop every process `idwatch up` started, by its recorded pid."""
+    from core.settings import Settings
+    from workers.stack import down
+
+    rows = [{"name": n, "pid": p, "result": how} for n, p, how in down(Settings())]
+    out.print(_table("Stopped", rows, ["name", "pid", "result"]))
 
 
 @app.command("demo")

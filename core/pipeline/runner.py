@@ -74,6 +74,7 @@ class ScanSummary:
     done: int = 0
     rejected: int = 0
     failed: int = 0
+    pending: int = 0  # distributed: not terminal when the wait ended
     rejected_reasons: dict[str, int] = field(default_factory=dict)
     upload_ids: list[int] = field(default_factory=list)
 
@@ -100,6 +101,45 @@ def scan(
     summary.submitted = len(subs)
     summary.duplicates = sum(not s.created for s in subs)
     summary.upload_ids = list(dict.fromkeys(s.upload_id for s in subs))
+    _fill_summary(svc, summary)
+    return summary
+
+
+def scan_distributed(
+    svc: Services,
+    paths: Iterable[Path],
+    dispatcher,
+    timeout_s: float = 600.0,
+    source: str = "cli",
+    progress: Callable[[int, int, Path], None] | None = None,
+    poll_s: float = 0.5,
+) -> ScanSummary:
+    """Submit files, hand them to the queues, and wait (up to ``timeout_s``) until every
+    upload is terminal. Uploads still running at the deadline are counted as pending."""
+    import time
+
+    files = collect_files(paths)
+    subs: list[Submission] = []
+    for f in files:
+        sub = submit_path(svc, f, source)
+        subs.append(sub)
+        if sub.created and not is_terminal(sub.status):
+            dispatcher.upload(sub.upload_id)
+    summary = ScanSummary(submitted=len(subs), duplicates=sum(not s.created for s in subs))
+    summary.upload_ids = list(dict.fromkeys(s.upload_id for s in subs))
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with svc.db.session() as s:
+            statuses = list(
+                s.scalars(select(Upload.status).where(Upload.id.in_(summary.upload_ids)))
+            )
+        finished = sum(is_terminal(st) for st in statuses)
+        if progress:
+            progress(finished, len(summary.upload_ids), Path("waiting for workers"))
+        if finished == len(summary.upload_ids) or time.monotonic() > deadline:
+            break
+        time.sleep(poll_s)
+    summary.pending = len(summary.upload_ids) - finished
     _fill_summary(svc, summary)
     return summary
 
