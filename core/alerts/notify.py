@@ -1,8 +1,8 @@
 """Notifiers: tell someone that an impersonation was found.
 
 A notifier receives a small JSON-able ``AlertEvent`` (ids, names, scores, never
-pixels). ``log`` writes one structured line per alert; webhooks come with the
-distributed deployment.
+pixels). ``log`` writes one structured line per alert; ``webhook`` POSTs it,
+signed, to a receiver (``core.alerts.webhook``).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from core.settings import Settings
@@ -63,13 +64,30 @@ class MemoryNotifier(Notifier):
         self.events.append(event)
 
 
-_NOTIFIERS: dict[str, type[Notifier]] = {"log": LogNotifier, "memory": MemoryNotifier}
+def _webhook(settings: Settings, on_attempt: Callable | None) -> Notifier:
+    # Imported here: webhook.py builds on this module (Notifier, AlertEvent).
+    from core.alerts.webhook import WebhookNotifier
+
+    return WebhookNotifier(settings, on_attempt=on_attempt)
 
 
-def make_notifiers(settings: Settings) -> list[Notifier]:
+# name -> factory(settings, on_attempt); on_attempt only matters to notifiers that retry.
+_NOTIFIERS: dict[str, Callable[[Settings, Callable | None], Notifier]] = {
+    "log": lambda _s, _cb: LogNotifier(),
+    "memory": lambda _s, _cb: MemoryNotifier(),
+    "webhook": _webhook,
+}
+
+
+def make_notifiers(settings: Settings, on_attempt: Callable | None = None) -> list[Notifier]:
+    """Notifiers named in ``settings.notifier`` (comma-separated).
+
+    ``on_attempt(alert_id, attempt_no, ok, status_code, error, seconds)`` is called for
+    each delivery attempt of notifiers that make them (webhook): the delivery log.
+    """
     out: list[Notifier] = []
     for name in filter(None, (n.strip() for n in settings.notifier.split(","))):
         if name not in _NOTIFIERS:
             raise ValueError(f"unknown notifier {name!r}; choose from {', '.join(_NOTIFIERS)}")
-        out.append(_NOTIFIERS[name]())
+        out.append(_NOTIFIERS[name](settings, on_attempt))
     return out
