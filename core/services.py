@@ -67,7 +67,36 @@ class Services:
 
     @cached_property
     def notifiers(self) -> list[Notifier]:
-        return make_notifiers(self.settings)
+        return make_notifiers(self.settings, on_attempt=self._record_delivery)
+
+    def _record_delivery(
+        self,
+        alert_id: int,
+        attempt: int,
+        ok: bool,
+        status_code: int | None,
+        error: str | None,
+        seconds: float,
+    ) -> None:
+        """The webhook delivery log: one row per attempt."""
+        from core.storage.models import Delivery
+
+        target = next(
+            (getattr(n, "target", None) for n in self.notifiers if n.name == "webhook"), None
+        )
+        with self.db.session() as s:
+            s.add(
+                Delivery(
+                    alert_id=alert_id,
+                    notifier="webhook",
+                    target=target,
+                    attempt=attempt,
+                    ok=ok,
+                    status_code=status_code,
+                    error=error,
+                    seconds=seconds,
+                )
+            )
 
     @property
     def match_threshold(self) -> float:

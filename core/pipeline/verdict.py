@@ -8,10 +8,10 @@ match row is updated, and the alert is unique per (face, identity).
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from core.errors import Rejected
@@ -154,8 +154,32 @@ def _add_alert(s, m: Match, face_id: int, upload_id: int) -> int:
         return 0
 
 
+# A claim older than this is taken to belong to a worker that died while delivering.
+NOTIFY_CLAIM_LEASE = timedelta(minutes=10)
+
+
+def _claim(svc: Services, alert_id: int) -> bool:
+    """Atomically take the delivery of one alert (compare-and-set on the row)."""
+    now = datetime.now(UTC)
+    with svc.db.session() as s:
+        res = s.execute(
+            update(Alert)
+            .where(
+                Alert.id == alert_id,
+                Alert.notified_at.is_(None),
+                or_(
+                    Alert.notify_claimed_at.is_(None),
+                    Alert.notify_claimed_at < now - NOTIFY_CLAIM_LEASE,
+                ),
+            )
+            .values(notify_claimed_at=now)
+        )
+        return res.rowcount == 1
+
+
 def notify_pending(svc: Services) -> int:
-    """Send every alert not yet delivered; mark it delivered when all notifiers took it."""
+    """Send every alert not yet delivered, each by exactly one worker at a time; mark it
+    delivered when every notifier took it. A failed delivery is released for a retry."""
     from core.alerts.notify import AlertEvent
 
     with svc.db.session() as s:
@@ -186,15 +210,22 @@ def notify_pending(svc: Services) -> int:
         ]
     sent = 0
     for ev in events:
+        if not _claim(svc, ev.alert_id):
+            continue  # another worker is delivering it, or did
+        delivered = True
         try:
             for n in svc.notifiers:
                 n.notify(ev)
-        except Exception as exc:  # delivery is retried on the next call
+        except Exception as exc:  # delivery is retried on the next pass
             log.error("notifying alert %s failed: %s", ev.alert_id, exc)
-            continue
+            delivered = False
         with svc.db.session() as s:
             a = s.get(Alert, ev.alert_id)
-            if a is not None and a.notified_at is None:
+            if a is None:
+                continue
+            if delivered:
                 a.notified_at = datetime.now(UTC)
                 sent += 1
+            else:
+                a.notify_claimed_at = None
     return sent
