@@ -11,9 +11,7 @@ FORENSIC_CROP_SIZE = 256
 FORENSIC_CROP_SCALE = 1.6  # side of the square crop, relative to the larger box side
 
 
-def square_box(
-    face: DetectedFace, scale: float = FORENSIC_CROP_SCALE
-) -> tuple[int, int, int, int]:
+def square_box(face: DetectedFace, scale: float = FORENSIC_CROP_SCALE) -> tuple[int, int, int, int]:
     x1, y1, x2, y2 = face.box
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
     half = max(x2 - x1, y2 - y1) * scale / 2
