@@ -1,0 +1,433 @@
+"""HTTP ingest API: a platform POSTs images, the pipeline judges them, the platform polls.
+
+``create_app(svc, dispatcher)`` builds the FastAPI app; ``run(...)`` serves it with
+uvicorn (``idwatch api``). Endpoints (all but ``/healthz`` and the docs need the
+``X-API-Key`` header):
+
+- ``POST /uploads`` (multipart: ``file``, optional ``reference``) -> 202
+  ``{"upload_id", "status", "duplicate"}``
+- ``GET /uploads/{id}`` -> status, reason, face count, times and the upload's alerts
+- ``GET /alerts?identity=&limit=&offset=`` -> alert rows (``X-Total-Count`` header)
+- ``GET /healthz`` -> ``{"ok": true}`` after a trivial database query
+
+Limits: the whole request body is capped at ``api_max_request_bytes`` by FastAPI's
+own body limit (Content-Length is checked before anything is read, and the bytes are
+counted while reading, so an absent or lying Content-Length cannot get past it), the
+image itself at ``max_upload_bytes``; both answer 413. The client's filename is only
+ever a label (``Upload.original_name``): stored files are named by their SHA-256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import threading
+import unicodedata
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import (
+    BackgroundTasks,
+    Depends,
+    FastAPI,
+    File,
+    Form,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    Response,
+    Security,
+    UploadFile,
+)
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader
+from pydantic import AfterValidator, BaseModel, Field, SecretStr
+from sqlalchemy import func, select, text
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from core.alerts.listing import list_alerts
+from core.pipeline.dispatch import Dispatcher
+from core.pipeline.status import mark_failed
+from core.pipeline.submit import submit_bytes
+from core.services import Services
+from core.storage.models import Alert, Upload, UploadStatus
+
+log = logging.getLogger(__name__)
+
+API_KEY_HEADER = "X-API-Key"
+NAME_MAX = 200  # characters of the client's filename kept as a label
+REFERENCE_MAX = 128  # characters of the platform's reference (e.g. its post id)
+ALERTS_PAGE_MAX = 1000
+# Multipart parsing limits: one file, the reference field, nothing else of size.
+FORM_LIMITS = {"max_files": 1, "max_fields": 4, "max_part_size": 4096}
+
+
+class ApiConfigError(RuntimeError):
+    """The API is configured in a way that must not be served (e.g. no API keys)."""
+
+
+# --- response models -----------------------------------------------------------------------
+
+
+def _utc(dt: datetime) -> datetime:
+    # SQLite hands back naive datetimes; every time stored is UTC.
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+
+
+class UploadAccepted(BaseModel):
+    upload_id: int
+    status: str = Field(description="Status now; a new upload starts as 'received'.")
+    duplicate: bool = Field(description="The same bytes were submitted before; same upload_id.")
+
+
+class AlertOut(BaseModel):
+    id: int
+    upload_id: int
+    upload: str = Field(description="The upload's label (client filename or reference).")
+    face_id: int
+    box: list[float] = Field(description="Face box in the upload: x1, y1, x2, y2 (pixels).")
+    identity: str | None = Field(description="Protected identity; null once erased.")
+    identity_id: int | None
+    similarity: float
+    fake_score: float
+    decision: str
+    detector: str
+    quality: float
+    reference_id: int | None
+    erased: bool
+    notified: bool
+    created_at: UtcDatetime
+
+
+class UploadOut(BaseModel):
+    upload_id: int
+    status: str = Field(description="received, cropped, embedded, indexed; done/rejected/failed.")
+    reason: str | None = Field(description="Rejection code and message, or the failure.")
+    n_faces: int | None
+    original_name: str
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+    alerts: list[AlertOut]
+
+
+class Health(BaseModel):
+    ok: bool
+
+
+class ErrorOut(BaseModel):
+    detail: str
+
+
+_ERRORS = {
+    401: {"model": ErrorOut, "description": "Missing or wrong X-API-Key."},
+}
+
+
+# --- API keys ------------------------------------------------------------------------------
+
+
+class KeyChecker:
+    """Constant-time check of a presented key against every configured key.
+
+    Keys are compared as SHA-256 digests so the comparison time does not depend on
+    the keys' lengths either, and every key is compared (no early exit)."""
+
+    def __init__(self, secret: SecretStr | None) -> None:
+        raw = secret.get_secret_value() if secret is not None else ""
+        self._digests = [
+            hashlib.sha256(k.strip().encode()).digest() for k in raw.split(",") if k.strip()
+        ]
+
+    @property
+    def configured(self) -> bool:
+        return bool(self._digests)
+
+    def ok(self, presented: bytes | None) -> bool:
+        if not self._digests:
+            return True  # only reachable with allow_no_auth=True
+        if not presented:
+            return False
+        given = hashlib.sha256(presented).digest()
+        match = False
+        for d in self._digests:
+            match |= hmac.compare_digest(given, d)
+        return match
+
+
+class _RequireKeyMiddleware:
+    """Refuse unauthenticated requests before the body is read.
+
+    FastAPI parses a multipart body before it runs dependencies, so the route-level
+    check alone would let anyone without a key make the server spool a full-size
+    upload. This check runs first; the route dependency repeats it (and declares the
+    scheme in the OpenAPI schema)."""
+
+    def __init__(self, app: ASGIApp, checker: KeyChecker, open_paths: frozenset[str]) -> None:
+        self.app = app
+        self.checker = checker
+        self.open_paths = open_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self._is_open(scope):
+            presented = next(
+                (v for k, v in scope["headers"] if k == API_KEY_HEADER.lower().encode()), None
+            )
+            if not self.checker.ok(presented):
+                await _unauthorized()(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def _is_open(self, scope: Scope) -> bool:
+        path: str = scope["path"]
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        return path in self.open_paths
+
+
+API_KEY_SCHEME = APIKeyHeader(
+    name=API_KEY_HEADER, auto_error=False, description="One of the configured API keys."
+)
+
+
+def require_key(request: Request, key: Annotated[str | None, Security(API_KEY_SCHEME)]) -> None:
+    """Route dependency: declares the scheme in OpenAPI and checks the key again."""
+    checker: KeyChecker = request.app.state.key_checker
+    # Starlette decodes header bytes as latin-1; encode back to the bytes sent.
+    if not checker.ok(key.encode("latin-1") if key else None):
+        raise HTTPException(status_code=401, detail=f"missing or invalid {API_KEY_HEADER}")
+
+
+def _unauthorized() -> JSONResponse:
+    return JSONResponse({"detail": f"missing or invalid {API_KEY_HEADER}"}, status_code=401)
+
+
+# --- labels --------------------------------------------------------------------------------
+
+
+def clean_text(value: str, max_len: int) -> str:
+    """Drop control and invisible format characters (NUL, newlines, bidi overrides that
+    make a name display differently from what it is), trim, and cap the length."""
+    kept = "".join(ch for ch in value if unicodedata.category(ch) not in ("Cc", "Cf"))
+    return kept.strip()[:max_len]
+
+
+def safe_filename(filename: str | None) -> str | None:
+    """The last path component of a client filename, as a display label only."""
+    if not filename:
+        return None
+    name = clean_text(filename, 10 * NAME_MAX).replace("\\", "/").rsplit("/", 1)[-1]
+    name = name.strip()[:NAME_MAX]
+    return None if name in ("", ".", "..") else name
+
+
+def upload_label(filename: str | None, reference: str | None) -> str:
+    name = safe_filename(filename)
+    ref = clean_text(reference, REFERENCE_MAX) if reference else ""
+    if name and ref:
+        return f"{name} (reference:{ref})"
+    if ref:
+        return f"reference:{ref}"
+    return name or "api-upload"
+
+
+def _public_reason(status: str, reason: str | None) -> str | None:
+    # A failure reason holds a traceback; clients get its first line only.
+    if reason and status == UploadStatus.failed:
+        return reason.splitlines()[0][:500]
+    return reason
+
+
+# --- app -----------------------------------------------------------------------------------
+
+
+def create_app(
+    svc: Services,
+    dispatcher: Dispatcher,
+    *,
+    allow_no_auth: bool = False,
+    background: bool | None = None,
+) -> FastAPI:
+    """Build the ingest API over ``svc``.
+
+    ``background``: run ``dispatcher.upload`` after the response is sent (FastAPI
+    BackgroundTasks) instead of inside the request. Default: in embedded mode (no
+    broker), where the dispatcher runs the whole pipeline in-process; with a broker
+    the dispatch is a quick enqueue and is done in the request, so a failure to
+    enqueue is reported to the client instead of being lost.
+    """
+    settings = svc.settings
+    checker = KeyChecker(settings.api_keys)
+    if not checker.configured:
+        if not allow_no_auth:
+            raise ApiConfigError(
+                "no API keys configured: set IDWATCH_API_KEYS (comma-separated) before "
+                "serving the API (allow_no_auth=True is for local experiments only)"
+            )
+        log.warning("ingest API running WITHOUT authentication (allow_no_auth=True)")
+    inline = settings.embedded if background is None else background
+    # In-process pipeline runs share one Services (models, vector store): one at a time.
+    inline_lock = threading.Lock()
+    max_upload = settings.max_upload_bytes
+
+    app = FastAPI(
+        title="identity-watch ingest API",
+        summary="Submit images; poll their status and the deepfake alerts they raise.",
+        version="1",
+        max_body_size=settings.api_max_request_bytes,
+        form_limits=FORM_LIMITS,
+    )
+    open_paths = frozenset(
+        p
+        for p in (
+            "/healthz",
+            app.openapi_url,
+            app.docs_url,
+            app.redoc_url,
+            app.swagger_ui_oauth2_redirect_url,
+        )
+        if p
+    )
+    app.add_middleware(_RequireKeyMiddleware, checker=checker, open_paths=open_paths)
+
+    app.state.key_checker = checker
+    auth = [Depends(require_key)]
+
+    def run_inline(upload_id: int) -> None:
+        with inline_lock:
+            try:
+                dispatcher.upload(upload_id)
+            except Exception as exc:  # the response is gone; record the failure instead
+                log.exception("upload %s: pipeline failed", upload_id)
+                mark_failed(svc, upload_id, f"{type(exc).__name__}: {exc}")
+
+    @app.post(
+        "/uploads",
+        status_code=202,
+        response_model=UploadAccepted,
+        dependencies=auth,
+        responses={
+            **_ERRORS,
+            413: {"description": "Request or image over the size limits."},
+            503: {"model": ErrorOut, "description": "Stored but could not be queued."},
+        },
+    )
+    def post_upload(
+        tasks: BackgroundTasks,
+        file: Annotated[UploadFile, File(description="The image (JPEG, PNG, WebP, ...).")],
+        reference: Annotated[
+            str | None,
+            Form(
+                max_length=REFERENCE_MAX,
+                description="The platform's own id for this content (a label only).",
+            ),
+        ] = None,
+    ) -> UploadAccepted:
+        data = file.file.read(max_upload + 1)
+        if len(data) > max_upload:
+            raise HTTPException(413, f"the image is over the {max_upload}-byte limit")
+        sub = submit_bytes(svc, data, upload_label(file.filename, reference), source="api")
+        if sub.created:
+            if inline:
+                tasks.add_task(run_inline, sub.upload_id)
+            else:
+                try:
+                    dispatcher.upload(sub.upload_id)
+                except Exception as exc:
+                    log.exception("upload %s: could not be queued", sub.upload_id)
+                    mark_failed(svc, sub.upload_id, f"dispatch_failed: {type(exc).__name__}")
+                    raise HTTPException(
+                        503, "the upload was stored but could not be queued"
+                    ) from exc
+        return UploadAccepted(upload_id=sub.upload_id, status=sub.status, duplicate=not sub.created)
+
+    @app.get(
+        "/uploads/{upload_id}",
+        response_model=UploadOut,
+        dependencies=auth,
+        responses={**_ERRORS, 404: {"model": ErrorOut, "description": "No such upload."}},
+    )
+    def get_upload(upload_id: Annotated[int, Path(ge=1)]) -> UploadOut:
+        with svc.db.session() as s:
+            up = s.get(Upload, upload_id)
+            if up is None:
+                raise HTTPException(404, f"upload {upload_id} does not exist")
+            n_alerts = s.scalar(
+                select(func.count()).select_from(Alert).where(Alert.upload_id == upload_id)
+            )
+            out = UploadOut(
+                upload_id=up.id,
+                status=up.status,
+                reason=_public_reason(up.status, up.reason),
+                n_faces=up.n_faces,
+                original_name=up.original_name,
+                created_at=up.created_at,
+                updated_at=up.updated_at,
+                alerts=[],
+            )
+        # list_alerts has no per-upload filter; only uploads with alerts pay for it.
+        if n_alerts:
+            out.alerts = [
+                AlertOut.model_validate(a) for a in list_alerts(svc) if a["upload_id"] == upload_id
+            ]
+        return out
+
+    @app.get(
+        "/alerts",
+        response_model=list[AlertOut],
+        dependencies=auth,
+        responses={
+            **_ERRORS,
+            200: {"headers": {"X-Total-Count": {"description": "Rows before paging."}}},
+        },
+    )
+    def get_alerts(
+        response: Response,
+        identity: Annotated[
+            str | None, Query(max_length=200, description="Protected identity name.")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=ALERTS_PAGE_MAX)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> list[AlertOut]:
+        rows = list_alerts(svc, identity)
+        response.headers["X-Total-Count"] = str(len(rows))
+        return [AlertOut.model_validate(a) for a in rows[offset : offset + limit]]
+
+    @app.get("/healthz", response_model=Health, responses={503: {"model": Health}})
+    def healthz() -> Health | JSONResponse:
+        try:
+            with svc.db.session() as s:
+                s.execute(text("SELECT 1"))
+        except Exception:
+            log.exception("health check: database query failed")
+            return JSONResponse({"ok": False}, status_code=503)
+        return Health(ok=True)
+
+    return app
+
+
+def run(
+    svc: Services,
+    dispatcher: Dispatcher,
+    host: str | None = None,
+    port: int | None = None,
+    *,
+    allow_no_auth: bool = False,
+    log_level: str = "info",
+) -> None:
+    """Serve the API with uvicorn (blocks). Host and port default to the settings."""
+    import uvicorn
+
+    app = create_app(svc, dispatcher, allow_no_auth=allow_no_auth)
+    uvicorn.run(
+        app,
+        host=host or svc.settings.api_host,
+        port=port or svc.settings.api_port,
+        log_level=log_level,
+        server_header=False,
+    )
