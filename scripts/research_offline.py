@@ -173,10 +173,8 @@ def extract_condition(rows, data: Path, cond: str, cache_dir: Path) -> dict:
         timing["ref_profiles"] += time.perf_counter() - t
         t = time.perf_counter()
         stats = {kk: v for kk, v in feats.items() if kk.startswith("face.")}
-        if k is not None:  # the identity vectors of the upload itself come from its profile
-            up = profile(i, k)
-        else:
-            up = F.face_profile(crop, face, None, backend, stats)
+        # The identity vectors of the upload itself come from its (cached) profile.
+        up = profile(i, k) if k is not None else F.face_profile(crop, face, None, backend, stats)
         timing["identity_embed"] += time.perf_counter() - t
         t = time.perf_counter()
         feats.update(F.reference_features(up, refs))
@@ -235,7 +233,9 @@ def evaluate(X, y, names, groups, methods, has_ref, seeds: int, folds: int = 5) 
     for seed in range(seeds):
         score = np.zeros(len(y))
         pred = np.zeros(len(y), bool)
-        for tr, te in StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(X, y, groups):
+        for tr, te in StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(
+            X, y, groups
+        ):
             head = train_head(X[tr], y[tr], names, groups=groups[tr], seed=seed)
             score[te] = head.predict_proba(X[te])
             pred[te] = head.predict(X[te])
@@ -246,7 +246,8 @@ def evaluate(X, y, names, groups, methods, has_ref, seeds: int, folds: int = 5) 
         agg[sub] = {k: float(np.nanmean([r[sub][k] for r in runs])) for k in keys}
     agg["auc_sd"] = float(np.std([r["auc"] for r in runs]))
     agg["per_method"] = {
-        m: round(float(np.mean([r["per_method"][m] for r in runs])), 3) for m in runs[0]["per_method"]
+        m: round(float(np.mean([r["per_method"][m] for r in runs])), 3)
+        for m in runs[0]["per_method"]
     }
     return agg
 
@@ -258,7 +259,21 @@ def feature_sets(all_names: list[str], rows_meta: list[dict]) -> dict[str, list[
     sets["all"] = list(all_names)
     for g in F.GROUPS:
         sets[f"all-{g}"] = [n for n in all_names if F.group_of(n) != g]
-    sets["face+image+ref"] = [n for n in all_names if F.group_of(n) in ("face", "image", "ref")]
+    fir = [n for n in all_names if F.group_of(n) in ("face", "image", "ref")]
+    sets["face+image+ref"] = fir
+    sets["image+ref"] = [n for n in fir if F.group_of(n) != "face"]
+    sets["face+ref"] = [n for n in fir if F.group_of(n) != "image"]
+    # Parts of the reference group: identity vectors, statistics vs refs, geometry.
+    ident = {"ref.available", "ref.id_sim_max", "ref.id_sim_mean", "ref.id_sim_rel"}
+    ident |= {"ref.sim_inner", "ref.sim_outer", "ref.sim_io_gap"}
+    geom = {"ref.available", "ref.geom_dist", "ref.geom_jaw"}
+    sets["ref:identity"] = [n for n in all_names if n in ident]
+    sets["ref:geometry"] = [n for n in all_names if n in geom]
+    sets["ref:stats"] = [
+        n for n in all_names if n == "ref.available" or n.startswith(("ref.d_", "ref.absz_"))
+    ]
+    sets["fir-identity"] = [n for n in fir if n not in ident or n == "ref.available"]
+    sets["fir-inner/outer"] = [n for n in fir if not n.startswith("ref.sim_")]
     return sets
 
 
@@ -270,6 +285,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("/tmp/offline_research.json"))
     ap.add_argument("--write-head", action="store_true", help=f"train on all data -> {HEAD_OUT}")
     ap.add_argument("--head-groups", default="face,image,ref", help="groups of the packaged head")
+    ap.add_argument("--demo-check", action="store_true", help="score core.demo's swaps")
+    ap.add_argument("--no-eval", action="store_true", help="skip the cross-validated tables")
     args = ap.parse_args()
 
     rows = load_manifest(args.data)
@@ -278,7 +295,7 @@ def main() -> None:
     groups = cv_groups(rows)
     results: dict = {"n": len(rows), "n_fake": int(y.sum()), "n_groups": int(len(set(groups)))}
     table = []
-    for cond in CONDITIONS:
+    for cond in () if args.no_eval else CONDITIONS:
         t0 = time.time()
         ext = extract_condition(rows, args.data, cond, args.cache)
         names = sorted(ext["rows"][0]["features"])
@@ -288,8 +305,12 @@ def main() -> None:
             "timing_s_per_image": ext["timing_s_per_image"],
             "no_face_detected": int(sum(er["pseudo_face"] for er in ext["rows"])),
             "with_refs": {
-                "real": int(sum(er["n_refs"] > 0 for er, t in zip(ext["rows"], y, strict=True) if t == 0)),
-                "fake": int(sum(er["n_refs"] > 0 for er, t in zip(ext["rows"], y, strict=True) if t == 1)),
+                "real": int(
+                    sum(er["n_refs"] > 0 for er, t in zip(ext["rows"], y, strict=True) if t == 0)
+                ),
+                "fake": int(
+                    sum(er["n_refs"] > 0 for er, t in zip(ext["rows"], y, strict=True) if t == 1)
+                ),
             },
             "sets": {},
         }
@@ -316,17 +337,68 @@ def main() -> None:
             results[cond]["sets"][label] = res
             table.append((cond, label, len(cols), res))
             print(fmt_row(cond, label, len(cols), res), flush=True)
-    args.out.write_text(json.dumps(results, indent=1))
-    print(f"\nsaved {args.out}")
+    if not args.no_eval:
+        args.out.write_text(json.dumps(results, indent=1))
+        print(f"\nsaved {args.out}")
 
     if args.write_head:
         write_head(rows, y, groups, args)
+    if args.demo_check:
+        demo_check(args.cache / "idwatch-demo-set")
+
+
+def demo_check(out_dir: Path) -> dict:
+    """Score the built-in demo set's swaps (core.demo) with the packaged head: each
+    upload against the registration photos of the identity it claims."""
+    from core.demo.dataset import build_demo_set, load_references
+    from core.demo.dataset import load_manifest as demo_manifest
+    from core.faces.dlib_backend import DlibFaceBackend
+    from core.forensics.base import ForensicInput, ReferenceView
+    from core.forensics.offline import OfflineDetector
+
+    backend = DlibFaceBackend()
+    manifest = out_dir / "manifest.csv"
+    if not manifest.exists():
+        build_demo_set(out_dir, backend=backend)
+    det = OfflineDetector(embedder=backend)
+
+    def view(path: Path) -> tuple[np.ndarray, list]:
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+        return rgb, backend.detect(rgb)
+
+    refs_by_name = {}
+    for name, paths in load_references(out_dir).items():
+        views = []
+        for p in paths:
+            rgb, fs = view(p)
+            if fs:
+                f = max(fs, key=lambda f: f.area)
+                views.append(ReferenceView(rgb, f, loose_crop(rgb, f)))
+        refs_by_name[name] = views
+    out = []
+    for row in demo_manifest(manifest):
+        rgb, fs = view(row.path)
+        name = row.identities[0] if row.identities else None
+        refs = refs_by_name.get(name, []) if name else []
+        for f in fs:
+            res = det.score(ForensicInput(rgb, f, loose_crop(rgb, f), references=refs))
+            out.append((row.label, row.method, row.path.name, len(refs), res.score, res.is_fake))
+    for r in out:
+        print(f"demo {r[0]:4s} {r[1]:12s} {r[2]:34s} refs={r[3]} score={r[4]:.3f} fake={r[5]}")
+    return {"rows": out}
 
 
 _SHORT = {
-    "original": "orig", "simswap": "ss", "deepfacelab-dfm": "dfl", "arc2face": "a2f",
-    "arc2face-exp": "a2fx", "instantid": "iid", "instantid-kolors": "iidk", "inswapper": "insw",
-    "stylegan2": "sg2", "stylegan2-tpdne": "sg2t",
+    "original": "orig",
+    "simswap": "ss",
+    "deepfacelab-dfm": "dfl",
+    "arc2face": "a2f",
+    "arc2face-exp": "a2fx",
+    "instantid": "iid",
+    "instantid-kolors": "iidk",
+    "inswapper": "insw",
+    "stylegan2": "sg2",
+    "stylegan2-tpdne": "sg2t",
 }
 
 
@@ -349,9 +421,9 @@ def write_head(rows, y, groups, args) -> None:
     X = np.array([[er["features"][n] for n in names] for er in ext["rows"]])
     res = json.loads(args.out.read_text()) if args.out.exists() else {}
     label = "+".join(sorted(wanted, key=F.GROUPS.index))
-    cv = res.get("blind", {}).get("sets", {}).get(label) or res.get("blind", {}).get("sets", {}).get(
-        "face+image+ref"
-    )
+    cv = res.get("blind", {}).get("sets", {}).get(label) or res.get("blind", {}).get(
+        "sets", {}
+    ).get("face+image+ref")
     head = train_head(
         X,
         y,
@@ -368,8 +440,12 @@ def write_head(rows, y, groups, args) -> None:
             "script": "scripts/research_offline.py --write-head",
         },
     )
+    head.preprocess = {"reencode_jpeg_quality": 90}
     head.save(HEAD_OUT)
-    print(f"wrote {HEAD_OUT} (C={head.C}, threshold={head.threshold:.3f}, inner={head.training['inner_cv']})")
+    print(
+        f"wrote {HEAD_OUT} (C={head.C}, threshold={head.threshold:.3f}, "
+        f"inner={head.training['inner_cv']})"
+    )
 
 
 if __name__ == "__main__":

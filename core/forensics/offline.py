@@ -1,0 +1,129 @@
+"""The offline forgery detector: hand-made forensic features + a small trained head.
+
+Runs with nothing downloaded: the features are signal statistics (core.forensics.
+features) and dlib's identity embedder, which ships in the ``face_recognition_models``
+wheel; the head is a JSON file (core.forensics.head). The packaged head was trained on
+faces-dev (see its "training" field for the data, protocol and measured accuracy).
+
+It is reference-aware: with the claimed person's authentic photos in
+``ForensicInput.references`` it compares the upload face with them (identity, noise,
+sharpness, colour, landmark geometry); without references those features are treated
+as missing and the face/image statistics decide alone. Calibration and threshold are
+per stratum (with / without references), so ``is_fake`` uses the row's own threshold
+(reported in ``parts["threshold"]``); ``self.threshold`` is the pooled one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import ModelUnavailable
+from core.faces.crops import loose_crop
+from core.forensics import features as F
+from core.forensics.base import ForensicInput, ForensicResult, ForgeryDetector, ReferenceView
+from core.forensics.head import Head, HeadFormatError
+
+log = logging.getLogger(__name__)
+
+PACKAGED_HEAD = Path(__file__).resolve().parent / "heads" / "offline_v1.json"
+_REF_CACHE_SIZE = 256
+
+
+class OfflineDetector(ForgeryDetector):
+    name = "offline"
+
+    def __init__(
+        self,
+        model_dir: Path | None = None,
+        head_path: Path | str | None = None,
+        embedder=None,
+    ) -> None:
+        """``head_path``: a head JSON (default: the packaged one). ``embedder``: a
+        FaceBackend for the identity features (default: dlib, created on load)."""
+        super().__init__(model_dir)
+        self.head_path = Path(head_path) if head_path is not None else PACKAGED_HEAD
+        self._embedder = embedder
+        self._ref_cache: OrderedDict[str, F.FaceProfile] = OrderedDict()
+        self.head: Head | None = None
+
+    def _load(self) -> None:
+        if not self.head_path.exists():
+            raise ModelUnavailable(f"offline detector head not found: {self.head_path}")
+        try:
+            head = Head.load(self.head_path)
+        except HeadFormatError as exc:
+            raise ModelUnavailable(str(exc)) from exc
+        if head.detector != self.name:
+            raise ModelUnavailable(
+                f"{self.head_path} is a head for {head.detector!r}, not 'offline'"
+            )
+        head.check_features(F.feature_names())
+        self.head = head
+        self.threshold = head.threshold
+        if self._embedder is None and any(n.startswith("ref.") for n in head.feature_names):
+            try:
+                from core.faces.dlib_backend import DlibFaceBackend
+
+                emb = DlibFaceBackend()
+                emb.load()
+                self._embedder = emb
+            except ModelUnavailable as exc:  # identity features then use inp's embeddings
+                log.warning("offline detector without dlib identity features: %s", exc)
+
+    def _prepare(self, image: np.ndarray, face, crop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Apply the head's preprocessing: a head trained on format-blind copies sees
+        every image re-encoded the same way, whatever container it came in."""
+        q = self.head.preprocess.get("reencode_jpeg_quality") if self.head else None
+        if not q:
+            return image, crop
+        image = F.reencode_jpeg(image, int(q))
+        return image, loose_crop(image, face, crop.shape[0])
+
+    def _ref_profile(self, ref: ReferenceView) -> F.FaceProfile:
+        # References of a protected person recur across uploads; profile each once.
+        h = hashlib.blake2b(np.ascontiguousarray(ref.face_crop).tobytes(), digest_size=16)
+        h.update(repr(ref.face.box).encode())
+        key = h.hexdigest()
+        prof = self._ref_cache.get(key)
+        if prof is None:
+            _, crop = self._prepare(ref.image, ref.face, ref.face_crop)
+            prof = F.face_profile(crop, ref.face, ref.embedding, self._embedder)
+            self._ref_cache[key] = prof
+            if len(self._ref_cache) > _REF_CACHE_SIZE:
+                self._ref_cache.popitem(last=False)
+        else:
+            self._ref_cache.move_to_end(key)
+        return prof
+
+    def features(self, inp: ForensicInput) -> dict[str, float]:
+        self.load()
+        refs = [self._ref_profile(r) for r in inp.references]
+        image, crop = self._prepare(inp.image, inp.face, inp.face_crop)
+        if image is not inp.image:
+            inp = dataclasses.replace(inp, image=image, face_crop=crop)
+        return F.extract_features(inp, self._embedder, refs)
+
+    def _score(self, inp: ForensicInput) -> ForensicResult:
+        assert self.head is not None
+        feats = self.features(inp)
+        x = self.head.vector(feats)
+        score = float(np.clip(self.head.predict_proba(x)[0], 0.0, 1.0))
+        threshold = float(self.head.thresholds(x)[0])
+        parts = {f"logit.{g}": round(v, 4) for g, v in self.head.contributions(x).items()}
+        parts["logit.bias"] = round(float(self.head.bias), 4)
+        parts["references"] = float(len(inp.references))
+        parts["threshold"] = round(threshold, 4)
+        if inp.references:
+            parts["ref.id_sim_max"] = round(feats["ref.id_sim_max"], 4)
+        # Provenance is reported beside the score, never inside it (see features.py).
+        for k in ("meta.camera", "meta.edit_software", "meta.ai_marker", "meta.c2pa"):
+            parts[k] = feats[k]
+        return ForensicResult(
+            score=score, is_fake=score >= threshold, detector=self.name, parts=parts
+        )
