@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from core.demo.dataset import EILEEN, insightface_path, load_references
 from core.pipeline.dispatch import InlineDispatcher
 from core.pipeline.identities import register_identity
-from core.storage.models import Alert, Face, Identity, Upload
+from core.storage.models import Alert, Face, Identity, Match, Upload
 from workers.api import ApiConfigError, create_app, safe_filename, upload_label
 
 KEYS = "key-one,key-two"
@@ -246,6 +246,16 @@ def test_alerts_listing_matches_upload_view(api, demo_set):
     mine = [a for a in listed if a["upload_id"] == uid]
     assert mine == got["alerts"]
     assert all(a["identity"] == EILEEN and "crop_path" not in a for a in mine)
+    if got["status"] == "done":
+        # One alert per face the classify stage judged fake, no more, no less.
+        with svc.db.session() as s:
+            verdicts = s.scalars(
+                select(Match.is_fake)
+                .join(Face, Match.face_id == Face.id)
+                .where(Face.upload_id == uid)
+            ).all()
+        assert verdicts, "the fake should at least match the protected identity"
+        assert len(mine) == sum(bool(v) for v in verdicts)
     assert client.get("/alerts", params={"identity": "Nobody"}).json() == []
 
 
