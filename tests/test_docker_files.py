@@ -10,6 +10,7 @@ tree. entrypoint.sh runs for real against the local PostgreSQL and Redis with a 
 
 from __future__ import annotations
 
+import fnmatch
 import http.server
 import importlib.util
 import json
@@ -623,3 +624,35 @@ def test_healthcheck_check_against_a_real_server():
         server.shutdown()
         server.server_close()
     assert hc.check(f"http://127.0.0.1:{_free_port()}/ok", timeout=1) is False
+
+
+def test_package_data_ships_every_non_python_file():
+    # The image installs the project non-editably (`pip install .`), so a data file the
+    # code reads (e.g. a packaged detector head) exists there only if package-data lists it;
+    # scripts/setup.sh's editable install would never show the gap.
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    package_data = tool.get("package-data", {})
+    tracked = subprocess.run(
+        ["git", "ls-files", "core", "workers", "migrations"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    missing = []
+    for rel in tracked:
+        path = Path(rel)
+        if path.suffix == ".py" or path.name in ("README.md", ".gitignore"):
+            continue
+        covered = False
+        for package, patterns in package_data.items():  # "core" or "core.forensics"
+            pkg_dir = Path(*package.split("."))
+            if package != "*" and pkg_dir not in path.parents:
+                continue
+            inner = str(path.relative_to(pkg_dir)) if package != "*" else path.name
+            covered |= any(fnmatch.fnmatch(inner, p) for p in patterns)
+        if not covered:
+            missing.append(rel)
+    assert not missing, f"add to [tool.setuptools.package-data]: {missing}"
