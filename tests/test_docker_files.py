@@ -89,10 +89,11 @@ def _resolve(group: Command, args: list[str]) -> tuple[Command, list[str], str]:
     cmd, rest, path = group, list(args), "idwatch"
     while hasattr(cmd, "commands"):
         while rest and rest[0].startswith("-"):  # global options (callback) and values
-            opt = rest.pop(0).split("=", 1)[0]
+            tok = rest.pop(0)
+            opt = tok.split("=", 1)[0]
             param = next((p for p in cmd.params if opt in p.opts + p.secondary_opts), None)
             assert param is not None, f"{path}: unknown option {opt}"
-            if not getattr(param, "is_flag", False) and "=" not in opt and rest:
+            if not getattr(param, "is_flag", False) and "=" not in tok and rest:
                 rest.pop(0)
         assert rest, f"{path}: no subcommand"
         name = rest.pop(0)
@@ -215,6 +216,7 @@ def test_command_check_rejects_unknown_commands_and_options():
     with pytest.raises(AssertionError, match="extra arguments"):
         _parse({"command": ["idwatch", "worker", "--queues", "crop", "embed"]})
     _parse({"command": ["idwatch", "--data-dir", "/d", "identity", "list", "--json"]})
+    _parse({"command": ["idwatch", "--data-dir=/d", "-v", "status"]})
 
 
 @pytest.mark.parametrize("queue", ["crop", "embed", "index", "classify"])
