@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/ruff check core workers migrations tests benchmarks scripts
+.venv/bin/ruff check core workers migrations tests benchmarks scripts docker
 .venv/bin/python -m pytest -m "not slow" -p no:cacheprovider "$@"

@@ -28,7 +28,8 @@ identity_app = typer.Typer(help="Protected identities.", no_args_is_help=True)
 app.add_typer(identity_app, name="identity")
 
 console = Console(stderr=True)
-out = Console()
+# Tables stay readable when piped (rich would otherwise assume 80 columns).
+out = Console(width=None if sys.stdout.isatty() else 160)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -71,6 +72,8 @@ def _table(title: str, rows: list[dict], columns: list[str]) -> Table:
 
 
 def _fmt(v) -> str:
+    if isinstance(v, str) and len(v) > 19 and v[4:5] == "-" and v[10:11] == "T":
+        return v[:19].replace("T", " ")  # ISO time to the second
     if isinstance(v, float):
         return f"{v:.3f}"
     if isinstance(v, list):

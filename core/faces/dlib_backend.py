@@ -8,6 +8,8 @@ same-person pairs and of fake-vs-victim pairs match, 2.9% of different-person pa
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from core.errors import ModelUnavailable
@@ -46,7 +48,10 @@ class DlibFaceBackend(FaceBackend):
     def _load(self) -> None:
         try:
             import dlib
-            import face_recognition_models as frm
+
+            with warnings.catch_warnings():  # it imports the deprecated pkg_resources
+                warnings.simplefilter("ignore", UserWarning)
+                import face_recognition_models as frm
         except ImportError as exc:  # pragma: no cover - install problem
             raise ModelUnavailable(
                 f"dlib backend needs dlib-bin and face_recognition_models: {exc}"

@@ -1,0 +1,311 @@
+"""The distributed stack end to end, with real services on this machine.
+
+Redis (broker), PostgreSQL (metadata), a milvus-lite server (vectors), one Celery
+worker process per queue, the ingest API, the folder watcher and Flower, all started
+by ``idwatch up`` and stopped by ``idwatch down``. Uploads arrive through the watched
+folder and the HTTP API; alerts must arrive as signed webhooks, one per alert, also
+after a worker is killed with SIGKILL mid-run.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+from sqlalchemy import create_engine, text
+
+from core.alerts.webhook import verify
+from core.demo.dataset import load_manifest, load_references
+
+pytestmark = [pytest.mark.postgres, pytest.mark.distributed]
+
+REDIS_DB = 11
+SECRET = "test-webhook-secret"
+API_KEY = "test-api-key"
+TERMINAL = ("done", "rejected", "failed")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Receiver:
+    """A webhook receiver on 127.0.0.1 that verifies every delivery."""
+
+    def __init__(self) -> None:
+        self.deliveries: list[dict] = []
+        self.bad = 0
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server API
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                ok = verify(
+                    SECRET.encode(),
+                    body,
+                    self.headers.get("X-Idwatch-Timestamp", ""),
+                    self.headers.get("X-Idwatch-Signature", ""),
+                )
+                if ok:
+                    outer.deliveries.append(
+                        {"id": self.headers["X-Idwatch-Delivery"], "event": json.loads(body)}
+                    )
+                else:
+                    outer.bad += 1
+                self.send_response(200 if ok else 401)
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def _idwatch(env: dict, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    res = subprocess.run(
+        [sys.executable, "-m", "workers.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert res.returncode == 0, f"idwatch {' '.join(args)}:\n{res.stdout}\n{res.stderr}"
+    return res
+
+
+def _wait(pred, timeout: float, what: str, interval: float = 0.5):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _unique_variant(path: Path, k: int) -> bytes:
+    """Same picture, different bytes (so de-duplication does not merge them)."""
+    rgb = np.asarray(Image.open(path).convert("RGB")).copy()
+    rgb[0, 0] = (k % 256, (k // 256) % 256, 7)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def stack(tmp_path, pg_url, demo_set):
+    import redis
+
+    redis.Redis(db=REDIS_DB).flushdb()
+    receiver = Receiver()
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IDWATCH_")}
+    env.update(
+        {
+            "IDWATCH_DATA_DIR": str(tmp_path / "data"),
+            "IDWATCH_DATABASE_URL": pg_url,
+            "IDWATCH_BROKER_URL": f"redis://127.0.0.1:6379/{REDIS_DB}",
+            "IDWATCH_MILVUS_URI": f"http://127.0.0.1:{_free_port()}",
+            "IDWATCH_API_KEYS": API_KEY,
+            "IDWATCH_API_PORT": str(_free_port()),
+            "IDWATCH_FLOWER_BASIC_AUTH": "admin:flower-pw",
+            "IDWATCH_FLOWER_PORT": str(_free_port()),
+            "IDWATCH_NOTIFIER": "log,webhook",
+            "IDWATCH_WEBHOOK_URL": receiver.url,
+            "IDWATCH_WEBHOOK_SECRET": SECRET,
+            "IDWATCH_WATCH_SETTLE_S": "0.5",
+            # Short limits so a message left unacknowledged by a killed worker comes back fast.
+            "IDWATCH_TASK_TIME_LIMIT_S": "40",
+            "IDWATCH_TASK_SOFT_TIME_LIMIT_S": "35",
+            "IDWATCH_VISIBILITY_TIMEOUT_S": "45",
+        }
+    )
+    _idwatch(env, "up", "--watch", str(inbox))
+    engine = create_engine(pg_url)
+    try:
+        yield {
+            "env": env,
+            "inbox": inbox,
+            "receiver": receiver,
+            "engine": engine,
+            "demo": demo_set,
+            "api": f"http://127.0.0.1:{env['IDWATCH_API_PORT']}",
+            "flower": f"http://127.0.0.1:{env['IDWATCH_FLOWER_PORT']}",
+        }
+    finally:
+        engine.dispose()
+        subprocess.run(
+            [sys.executable, "-m", "workers.cli", "down"], env=env, capture_output=True, timeout=120
+        )
+        receiver.close()
+        if os.environ.get("IDWATCH_KEEP_TEST_LOGS"):
+            shutil.copytree(
+                tmp_path / "data" / "logs", os.environ["IDWATCH_KEEP_TEST_LOGS"], dirs_exist_ok=True
+            )
+
+
+def _scalar(engine, sql: str, **kw):
+    with engine.connect() as c:
+        return c.execute(text(sql), kw).scalar()
+
+
+def _statuses(engine) -> dict[str, int]:
+    with engine.connect() as c:
+        return dict(c.execute(text("SELECT status, count(*) FROM uploads GROUP BY status")).all())
+
+
+def _all_terminal(engine, n: int) -> bool:
+    st = _statuses(engine)
+    return sum(st.values()) >= n and set(st) <= set(TERMINAL)
+
+
+def test_distributed_end_to_end(stack):
+    env, engine, rx, demo = stack["env"], stack["engine"], stack["receiver"], stack["demo"]
+    _wait(lambda: _port_answers(stack["api"] + "/healthz"), 90, "the ingest API")
+    refs = load_references(demo)
+    _idwatch(env, "identity", "add", "Eileen Collins", *map(str, refs["Eileen Collins"]))
+
+    rows = load_manifest(demo / "manifest.csv")
+    via_folder, via_api = rows[::2], rows[1::2]
+    for r in via_folder:  # written as .part, then renamed: the watcher must wait for it
+        part = stack["inbox"] / (r.path.name + ".part")
+        part.write_bytes(r.path.read_bytes())
+        part.rename(stack["inbox"] / r.path.name)
+    ids = []
+    with httpx.Client(base_url=stack["api"], headers={"X-API-Key": API_KEY}) as http:
+        assert httpx.get(stack["api"] + "/alerts").status_code == 401
+        for r in via_api:
+            resp = http.post("/uploads", files={"file": (r.path.name, r.path.read_bytes())})
+            assert resp.status_code == 202, resp.text
+            ids.append(resp.json()["upload_id"])
+        _wait(lambda: _all_terminal(engine, len(rows)), 240, "all uploads terminal")
+        assert _statuses(engine) == {"done": len(rows)}
+        for uid in ids:
+            assert http.get(f"/uploads/{uid}").json()["status"] == "done"
+
+    # Stage 1 matched exactly Eileen's 3 real photos and 4 fakes.
+    assert (
+        _scalar(
+            engine,
+            "SELECT count(DISTINCT f.upload_id) FROM matches m JOIN faces f ON f.id = m.face_id",
+        )
+        == 7
+    )
+    n_alerts = _scalar(engine, "SELECT count(*) FROM alerts")
+    assert n_alerts == _scalar(engine, "SELECT count(*) FROM matches WHERE is_fake")
+    # One signed webhook per alert, none with a bad signature, none twice.
+    _wait(lambda: len(rx.deliveries) >= n_alerts, 60, "webhook deliveries")
+    time.sleep(1)
+    assert rx.bad == 0
+    assert len(rx.deliveries) == n_alerts == len({d["id"] for d in rx.deliveries})
+    assert _scalar(engine, "SELECT count(*) FROM deliveries WHERE ok") == n_alerts
+
+    # Flower: auth required, and it lists the four queue workers.
+    flower = stack["flower"]
+    _wait(lambda: _port_answers(flower + "/healthcheck", auth=("admin", "flower-pw")), 60, "Flower")
+    assert httpx.get(flower + "/api/workers").status_code == 401
+    workers = _wait(
+        lambda: httpx.get(
+            flower + "/api/workers?refresh=1", auth=("admin", "flower-pw"), timeout=10
+        ).json(),
+        60,
+        "Flower to list workers",
+    )
+    assert {w.split("@")[0] for w in workers} == {"crop", "embed", "index", "classify"}
+
+    # Registration backfill on the queue: Tom Hanks's earlier uploads are found.
+    _idwatch(env, "identity", "add", "Tom Hanks", *map(str, refs["Tom Hanks"]))
+    tom = _scalar(engine, "SELECT id FROM identities WHERE name = 'Tom Hanks'")
+    _wait(
+        lambda: (
+            _scalar(
+                engine,
+                "SELECT count(*) FROM matches WHERE identity_id = :i AND fake_score IS NOT NULL",
+                i=tom,
+            )
+            == 7
+        ),
+        120,
+        "backfill",
+    )
+
+    status = json.loads(_idwatch(env, "status", "--json").stdout)
+    assert status["uploads"] == {"done": len(rows)}
+    assert set(status["queues"]) == {"crop", "embed", "index", "classify"}
+
+
+def _port_answers(url: str, auth=None) -> bool:
+    try:
+        return httpx.get(url, auth=auth, timeout=2).status_code < 500
+    except httpx.HTTPError:
+        return False
+
+
+def _worker_pids(name: str, data_dir: Path) -> int:
+    return int((data_dir / "run" / f"{name}.pid").read_text())
+
+
+def test_worker_killed_mid_run_loses_nothing(stack):
+    env, engine, rx, demo = stack["env"], stack["engine"], stack["receiver"], stack["demo"]
+    data_dir = Path(env["IDWATCH_DATA_DIR"])
+    refs = load_references(demo)
+    _idwatch(env, "identity", "add", "Eileen Collins", *map(str, refs["Eileen Collins"]))
+    rows = load_manifest(demo / "manifest.csv")
+    n = 0
+    for k in range(3):  # 60 uploads with distinct bytes
+        for r in rows:
+            (stack["inbox"] / f"{k}_{r.path.stem}.png").write_bytes(_unique_variant(r.path, k))
+            n += 1
+    # Kill each model worker (whole process group, SIGKILL) while work is in flight.
+    for name in ("worker-crop", "worker-embed", "worker-classify"):
+        _wait(lambda: _scalar(engine, "SELECT count(*) FROM uploads") > 5, 60, "work in flight")
+        os.killpg(_worker_pids(name, data_dir), signal.SIGKILL)
+        time.sleep(1.5)
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from core.settings import Settings; "
+                "from workers.stack import start; "
+                f"q='{name.split('-')[1]}'; "
+                "start(Settings(), 'worker-'+q, [sys.executable, '-m', 'celery', '-A', "
+                "'workers.app', 'worker', '-Q', q, '-n', q+'@%h', '-c', '1'])",
+            ],
+            env=env,
+            check=True,
+            timeout=30,
+        )
+    _wait(lambda: _all_terminal(engine, n), 420, "every upload terminal after the kills")
+    st = _statuses(engine)
+    assert sum(st.values()) == n and st.get("done") == n, st
+    dup = _scalar(
+        engine,
+        "SELECT count(*) FROM (SELECT face_id, identity_key FROM alerts "
+        "GROUP BY face_id, identity_key HAVING count(*) > 1) d",
+    )
+    assert dup == 0
+    n_alerts = _scalar(engine, "SELECT count(*) FROM alerts")
+    _wait(lambda: len({d["id"] for d in rx.deliveries}) >= n_alerts, 120, "deliveries")
+    assert len({d["id"] for d in rx.deliveries}) == n_alerts
