@@ -67,6 +67,16 @@ def is_skipped_name(name: str) -> bool:
     return name.startswith(".") or low.startswith(TEMP_PREFIXES) or low.endswith(TEMP_SUFFIXES)
 
 
+def _storable(rel: str) -> bool:
+    """Names that are not UTF-8 reach Python as surrogate escapes, which the database
+    refuses; such a file would otherwise fail again on every pass."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 @dataclass
 class _Seen:
     sig: Signature
@@ -123,6 +133,9 @@ class FolderWatcher:
                 if is_skipped_name(entry.name):
                     continue
                 rel = f"{dir_rel}/{entry.name}" if dir_rel else entry.name
+                if not _storable(rel):
+                    self._warn_once(rel, "watch: skipping %r: its name is not valid UTF-8", rel)
+                    continue
                 try:
                     if entry.is_symlink():
                         self._symlink(entry, rel)
