@@ -23,8 +23,10 @@ The head therefore cannot learn "no references" as evidence either way.
 
 Strata: rows with and without references are scored by the same model but differ
 greatly in how separable they are, so calibration and threshold are fitted per value
-of the gate (``calibration.strata``); ``threshold`` is the pooled one, kept for callers
-that want a single number. ``thresholds(X)`` gives each row's own.
+of the gate (``calibration.strata``). So that one ``threshold`` serves every row, the
+with-references stratum keeps its calibrated score and threshold, and the other
+stratum's scores are shifted in logit space (``shift``) so that the same threshold
+gives it the same target real accuracy; its scores are calibrated up to that shift.
 """
 
 from __future__ import annotations
@@ -46,6 +48,11 @@ _C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
 class HeadFormatError(ValueError):
     """A head file is not a readable idwatch head, or does not fit the features given."""
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p))
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -399,6 +406,18 @@ def train_head(
                     "n_fake": int(y[sel].sum()),
                 }
         if values:
+            # One decision threshold for every row (callers such as the pipeline compare
+            # the score with detector.threshold alone): the with-references stratum,
+            # the detector's real use, keeps its calibrated scores and threshold; the
+            # other strata are shifted in logit space so that the same threshold gives
+            # their own target real accuracy.
+            common = values.get("1", values.get("0"))["threshold"]
+            for val in values.values():
+                shift = _logit(common) - _logit(val["threshold"])
+                val["b"] += shift
+                val["shift"] = shift
+                val["threshold"] = common
+            threshold = common
             strata = {"feature": gate, "values": values}
 
     head = _fit_raw(X, y, names, gates, C)
