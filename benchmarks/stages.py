@@ -35,8 +35,9 @@ def main() -> None:
         name, photos = next(iter(load_references(root / "set").items()))
         register_identity(svc, name, photos)  # also loads the face models
         svc.detector.load()
-        times: dict[str, list[float]] = {k: [] for k in ("submit", "crop", "embed", "index",
-                                                         "classify", "total")}
+        times: dict[str, list[float]] = {
+            k: [] for k in ("submit", "crop", "embed", "index", "classify", "total")
+        }
         for r in rows:
             t0 = time.perf_counter()
             uid = submit_path(svc, r.path).upload_id

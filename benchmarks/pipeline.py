@@ -1,0 +1,214 @@
+"""Uploads per second: bare models vs the embedded runner vs the distributed stack.
+
+    python -m benchmarks.pipeline --images N [--skip-distributed]
+
+(a) bare: the models called in a loop in one process (decode, detect, align, embed,
+    match against the references in numpy, forgery score for matched faces);
+(b) embedded: the real pipeline in-process (SQLite, milvus-lite file);
+(c) distributed: ``idwatch up`` on this machine (a worker per queue over Redis,
+    PostgreSQL, a milvus-lite server), uploads dispatched to the queues.
+Eileen Collins is registered in each, so fakes go through classify. Prints one JSON
+object. The distributed part needs local Redis and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import demo_images, percentile
+from core.faces.crops import loose_crop
+from core.forensics.base import ForensicInput
+from core.intake import IntakeLimits, load_image
+from core.pipeline import stages
+from core.pipeline.identities import register_identity
+from core.pipeline.submit import submit_path
+from core.pipeline.verdict import reference_views
+from core.services import Services
+from core.settings import Settings
+
+PROTECTED = "Eileen Collins"
+
+
+def bare(files: list[Path], refs: list[Path], root: Path) -> dict:
+    svc = Services(Settings(data_dir=root / "bare", notifier="memory"))
+    register_identity(svc, PROTECTED, refs)
+    views = reference_views(svc, 1)
+    ref_vecs = np.stack([v.embedding for v in views])
+    backend, det, thr = svc.face_backend, svc.detector, svc.match_threshold
+    det.load()
+    limits = IntakeLimits.from_settings(svc.settings)
+    t0 = time.perf_counter()
+    for f in files:
+        img = load_image(f, limits)
+        faces = backend.detect(img.pixels)
+        if not faces:
+            continue
+        vecs = backend.embed_chips([backend.align(img.pixels, x) for x in faces])
+        sims = (vecs @ ref_vecs.T).max(axis=1)
+        for face, vec, sim in zip(faces, vecs, sims, strict=True):
+            if sim >= thr:
+                det.score(
+                    ForensicInput(
+                        image=img.pixels,
+                        face=face,
+                        face_crop=loose_crop(img.pixels, face),
+                        references=views,
+                        identity_similarity=float(sim),
+                        embedding=vec,
+                        metadata=img.metadata,
+                        file_format=img.format,
+                    )
+                )
+    dt = time.perf_counter() - t0
+    svc.close()
+    return {"seconds": round(dt, 3), "ups": round(len(files) / dt, 3)}
+
+
+def embedded(files: list[Path], refs: list[Path], root: Path) -> dict:
+    svc = Services(Settings(data_dir=root / "embedded", notifier="memory"))
+    register_identity(svc, PROTECTED, refs)
+    svc.detector.load()
+    per_stage: dict[str, list[float]] = {
+        k: [] for k in ("submit", "crop", "embed", "index", "classify")
+    }
+    t0 = time.perf_counter()
+    for f in files:
+        ts = [time.perf_counter()]
+        uid = submit_path(svc, f).upload_id
+        ts.append(time.perf_counter())
+        if stages.crop(svc, uid).proceed:
+            ts.append(time.perf_counter())
+            stages.embed(svc, [uid])
+            ts.append(time.perf_counter())
+            stages.index(svc, uid)
+            ts.append(time.perf_counter())
+            stages.classify(svc, uid)
+        ts.append(time.perf_counter())
+        for name, a, b in zip(per_stage, ts, ts[1:], strict=False):
+            per_stage[name].append(b - a)
+    dt = time.perf_counter() - t0
+    svc.close()
+    return {
+        "seconds": round(dt, 3),
+        "ups": round(len(files) / dt, 3),
+        "stage_seconds": {k: round(float(np.mean(v)), 4) for k, v in per_stage.items() if v},
+    }
+
+
+def distributed(files: list[Path], refs: list[Path], root: Path, timeout_s: float) -> dict:
+    import redis
+    from sqlalchemy import create_engine, text
+
+    db = f"idwatch_bench_{uuid.uuid4().hex[:8]}"
+    subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"CREATE DATABASE {db}"],
+        check=True,
+        capture_output=True,
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IDWATCH_")}
+    env.update(
+        {
+            "IDWATCH_DATA_DIR": str(root / "distributed"),
+            "IDWATCH_DATABASE_URL": f"postgresql+psycopg2://postgres@127.0.0.1/{db}",
+            "IDWATCH_BROKER_URL": "redis://127.0.0.1:6379/12",
+            "IDWATCH_MILVUS_URI": "http://127.0.0.1:19537",
+            "IDWATCH_NOTIFIER": "memory",
+        }
+    )
+    redis.Redis(db=12).flushdb()
+
+    def cli(*args):
+        subprocess.run(
+            [sys.executable, "-m", "workers.cli", *args],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+
+    engine = create_engine(env["IDWATCH_DATABASE_URL"])
+    try:
+        cli("up")
+        cli("identity", "add", PROTECTED, *map(str, refs))
+        time.sleep(5)  # workers load their models on the first task; give them a head start
+        t0 = time.perf_counter()
+        cli("scan", *map(str, files), "--wait", str(timeout_s))
+        dt = time.perf_counter() - t0
+        with engine.connect() as c:
+            lat = [
+                r[0]
+                for r in c.execute(
+                    text(
+                        "SELECT EXTRACT(EPOCH FROM a.created_at - u.created_at) FROM alerts a "
+                        "JOIN uploads u ON u.id = a.upload_id"
+                    )
+                )
+            ]
+            st = dict(c.execute(text("SELECT status, count(*) FROM uploads GROUP BY status")).all())
+        return {
+            "seconds": round(dt, 3),
+            "ups": round(len(files) / dt, 3),
+            "statuses": st,
+            "p50_upload_to_alert_s": percentile([float(x) for x in lat], 50),
+            "p95_upload_to_alert_s": percentile([float(x) for x in lat], 95),
+        }
+    finally:
+        engine.dispose()
+        subprocess.run(
+            [sys.executable, "-m", "workers.cli", "down"], env=env, capture_output=True, timeout=120
+        )
+        subprocess.run(
+            [
+                "psql",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-qc",
+                f"DROP DATABASE IF EXISTS {db} WITH (FORCE)",
+            ],
+            capture_output=True,
+        )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--images", type=int, default=40)
+    ap.add_argument("--skip-distributed", action="store_true")
+    ap.add_argument("--timeout", type=float, default=900)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        files, refs = demo_images(root, args.images)
+        ref = refs[PROTECTED]
+        a = bare(files, ref, root)
+        b = embedded(files, ref, root)
+        c = None if args.skip_distributed else distributed(files, ref, root, args.timeout)
+    out = {
+        "images": len(files),
+        "bare_ups": a["ups"],
+        "embedded_ups": b["ups"],
+        "distributed_ups": c["ups"] if c else None,
+        "embedded_ratio": round(b["ups"] / a["ups"], 3),
+        "distributed_ratio": round(c["ups"] / a["ups"], 3) if c else None,
+        "stage_seconds": b["stage_seconds"],
+        "p50_upload_to_alert_s": c["p50_upload_to_alert_s"] if c else None,
+        "p95_upload_to_alert_s": c["p95_upload_to_alert_s"] if c else None,
+        "distributed_statuses": c["statuses"] if c else None,
+        "cpu_count": os.cpu_count(),
+    }
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
