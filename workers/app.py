@@ -103,6 +103,17 @@ class StageTask(Task):
     max_retries = get_settings().task_max_retries
     acks_late = True
 
+    def __call__(self, *args, **kwargs):
+        # Count stage runs per upload: a message that kills its worker every time is
+        # redelivered forever (acks_late + reject_on_worker_lost) unless someone stops it.
+        upload_id = args[0] if args else kwargs.get("upload_id")
+        if self.name != "idwatch.backfill" and upload_id is not None:
+            from core.pipeline.recovery import note_attempt
+
+            if not note_attempt(services(), int(upload_id)):
+                return None
+        return super().__call__(*args, **kwargs)
+
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         upload_id = args[0] if args else kwargs.get("upload_id")
         if self.name == "idwatch.backfill" or upload_id is None:

@@ -433,6 +433,33 @@ def watch_cmd(
     watch(folder, svc, make_dispatcher(svc))
 
 
+@app.command("sweep")
+def sweep_cmd(
+    older_than: Annotated[
+        float, typer.Option(help="Re-dispatch uploads idle this long (s).")
+    ] = 120,
+    every: Annotated[float, typer.Option(help="Repeat every N seconds; 0 = once.")] = 0,
+) -> None:
+    """Re-dispatch uploads stuck in a non-terminal state; retry undelivered alerts."""
+    import time
+
+    from core.pipeline.recovery import sweep
+    from workers.dispatch import make_dispatcher
+
+    svc = _services()
+    dispatcher = make_dispatcher(svc)
+    while True:
+        res = sweep(svc, dispatcher, older_than_s=older_than)
+        if res.requeued or res.notified or not every:
+            out.print(
+                f"re-dispatched {len(res.requeued)} upload(s); "
+                f"delivered {res.notified} pending alert(s)"
+            )
+        if not every:
+            return
+        time.sleep(every)
+
+
 @app.command("up")
 def up_cmd(
     watch_dir: Annotated[Path | None, typer.Option("--watch", help="Also watch a folder.")] = None,

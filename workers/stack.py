@@ -105,7 +105,12 @@ def local_milvus(settings: Settings) -> tuple[str, int] | None:
     return (u.hostname, u.port or 19530)
 
 
-def up(settings: Settings, watch_dir: Path | None = None, concurrency: int = 1) -> list[Proc]:
+def up(
+    settings: Settings,
+    watch_dir: Path | None = None,
+    concurrency: int = 1,
+    sweep_after_s: float = 120.0,
+) -> list[Proc]:
     missing = [
         k
         for k, v in (
@@ -171,6 +176,14 @@ def up(settings: Settings, watch_dir: Path | None = None, concurrency: int = 1) 
         procs.append(start(settings, "api", [py, "-m", "workers.cli", "api"]))
     if settings.flower_basic_auth:
         procs.append(start(settings, "flower", [py, "-m", "workers.cli", "flower"]))
+    # The sweeper re-dispatches uploads whose messages were lost (e.g. Redis restarted).
+    procs.append(
+        start(
+            settings,
+            "sweep",
+            [py, "-m", "workers.cli", "sweep", "--every", "30", "--older-than", str(sweep_after_s)],
+        )
+    )
     if watch_dir is not None:
         procs.append(start(settings, "watch", [py, "-m", "workers.cli", "watch", str(watch_dir)]))
     return procs
