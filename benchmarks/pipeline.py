@@ -140,10 +140,22 @@ def distributed(files: list[Path], refs: list[Path], root: Path, timeout_s: floa
     try:
         cli("up")
         cli("identity", "add", PROTECTED, *map(str, refs))
-        time.sleep(5)  # workers load their models on the first task; give them a head start
+        # Submit and dispatch from this process (as the API or watcher would), so the
+        # timing holds no CLI start-up.
+        os.environ.update(env)
+        from core.settings import get_settings
+
+        get_settings.cache_clear()
+        from core.pipeline.runner import scan_distributed
+        from workers.dispatch import CeleryDispatcher
+
+        svc = Services(get_settings())
+        time.sleep(8)  # workers preload their models after start
         t0 = time.perf_counter()
-        cli("scan", *map(str, files), "--wait", str(timeout_s))
+        summary = scan_distributed(svc, files, CeleryDispatcher(), timeout_s=timeout_s, poll_s=0.1)
         dt = time.perf_counter() - t0
+        svc.close()
+        assert summary.pending == 0, summary
         with engine.connect() as c:
             lat = [
                 r[0]

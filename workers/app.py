@@ -74,6 +74,14 @@ def services() -> Services:
 def _fresh_services_after_fork(**_) -> None:
     global _services
     _services = None
+    # Load the models now rather than on the first task, so the first upload after a
+    # (re)start does not wait for them.
+    try:
+        svc = services()
+        svc.face_backend.load()
+        svc.detector.load()
+    except Exception:  # a missing model shows up again, with its error, on the task
+        log.exception("model preload failed")
 
 
 def _transient() -> tuple[type[BaseException], ...]:

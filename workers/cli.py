@@ -464,13 +464,16 @@ def sweep_cmd(
 def up_cmd(
     watch_dir: Annotated[Path | None, typer.Option("--watch", help="Also watch a folder.")] = None,
     concurrency: Annotated[int, typer.Option(help="Pool processes per worker.")] = 1,
+    sweep_after: Annotated[
+        float, typer.Option(help="Sweeper: re-dispatch uploads idle this long (s).")
+    ] = 120,
 ) -> None:
     """Start the local distributed stack (milvus-lite server, a worker per queue, API, Flower)."""
     from core.settings import Settings
     from workers.stack import up
 
     try:
-        procs = up(Settings(), watch_dir, concurrency)
+        procs = up(Settings(), watch_dir, concurrency, sweep_after_s=sweep_after)
     except RuntimeError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc

@@ -181,7 +181,16 @@ def up(
         start(
             settings,
             "sweep",
-            [py, "-m", "workers.cli", "sweep", "--every", "30", "--older-than", str(sweep_after_s)],
+            [
+                py,
+                "-m",
+                "workers.cli",
+                "sweep",
+                "--every",
+                str(min(30.0, max(2.0, sweep_after_s / 4))),
+                "--older-than",
+                str(sweep_after_s),
+            ],
         )
     )
     if watch_dir is not None:

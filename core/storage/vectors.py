@@ -16,6 +16,7 @@ filtered HNSW search (milvus-lite applies filters after the ANN step).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from dataclasses import dataclass
@@ -26,9 +27,26 @@ from pymilvus import DataType, MilvusClient
 # milvus-lite's in-process server lacks AllocTimestamp, which pymilvus calls while
 # waiting for an index build; the call fails harmlessly but grpc logs a traceback.
 logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
+log = logging.getLogger(__name__)
 
 # Milvus caps top-k per search at 16384.
 MAX_LIMIT = 16384
+
+
+def _reset_on_error(fn):
+    """After a failed call, drop the client and the loaded-collection cache, so the
+    retry (Celery retries transient errors) reconnects and reloads: a restarted Milvus
+    server has a fresh gRPC endpoint and its collections are not loaded yet."""
+
+    @functools.wraps(fn)
+    def wrapper(self: VectorStore, *args, **kwargs):
+        try:
+            return fn(self, *args, **kwargs)
+        except Exception:
+            self._reset()
+            raise
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -54,6 +72,16 @@ class VectorStore:
                     kwargs = {"token": self._token} if self._token else {}
                     self._client = MilvusClient(uri=self.uri, **kwargs)
         return self._client
+
+    def _reset(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+            self._ready.clear()
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # the connection is what failed; nothing to save
+                log.debug("closing a failed Milvus client", exc_info=True)
 
     def close(self) -> None:
         if self._client is not None:
@@ -102,18 +130,21 @@ class VectorStore:
         # Upsert by primary key: a redelivered task rewrites the same rows.
         self.client.upsert(name, rows)
 
+    @_reset_on_error
     def add_references(
         self, backend: str, ref_ids: list[int], identity_ids: list[int], vecs: np.ndarray
     ) -> None:
         self._ensure(self.refs_name(backend), vecs.shape[1], "FLAT")
         self._upsert(self.refs_name(backend), ref_ids, identity_ids, vecs)
 
+    @_reset_on_error
     def add_faces(
         self, backend: str, face_ids: list[int], upload_ids: list[int], vecs: np.ndarray
     ) -> None:
         self._ensure(self.faces_name(backend), vecs.shape[1], "HNSW")
         self._upsert(self.faces_name(backend), face_ids, upload_ids, vecs)
 
+    @_reset_on_error
     def delete_identity(self, identity_id: int) -> int:
         """Remove every reference vector of an identity, in all backends' collections."""
         removed = len(self.reference_ids(identity_id))
@@ -122,6 +153,7 @@ class VectorStore:
                 self.client.delete(name, filter=f"owner == {int(identity_id)}")
         return removed
 
+    @_reset_on_error
     def delete_faces(self, backend: str, face_ids: list[int]) -> None:
         name = self.faces_name(backend)
         if face_ids and self.client.has_collection(name):
@@ -152,20 +184,24 @@ class VectorStore:
             out.append(row)
         return out
 
+    @_reset_on_error
     def search_references(self, backend: str, vecs: np.ndarray, limit: int = 64) -> list[list[Hit]]:
         return self._search(self.refs_name(backend), vecs, limit, None)
 
+    @_reset_on_error
     def search_faces(
         self, backend: str, vecs: np.ndarray, min_score: float, limit: int = MAX_LIMIT
     ) -> list[list[Hit]]:
         return self._search(self.faces_name(backend), vecs, limit, min_score)
 
+    @_reset_on_error
     def count(self, name: str) -> int:
         if not self.client.has_collection(name):
             return 0
         res = self.client.query(name, filter="", output_fields=["count(*)"])
         return int(res[0]["count(*)"])
 
+    @_reset_on_error
     def reference_ids(self, identity_id: int) -> list[int]:
         ids: list[int] = []
         for name in self.client.list_collections():
