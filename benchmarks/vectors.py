@@ -210,6 +210,7 @@ def run_once(
     rng = np.random.default_rng([seed, 1])
     faces = VectorStore.faces_name(BACKEND)
     load0 = os.getloadavg()
+    wall0 = time.perf_counter()
     try:
         # References: identities x 3 noisy views of a centre; FLAT collection.
         centres = unit(rng.standard_normal((identities, dim), dtype=np.float32))
@@ -280,6 +281,8 @@ def run_once(
     exact, over = brute_force(n, dim, seed, q, 10, MATCH_THRESHOLD)
     k = min(10, n)
     recall = [len(set(exact[i, :k]) & set(top10_hits[i])) / k for i in range(len(q))]
+    # A noisy copy's own source is its true nearest neighbour: found first?
+    source_at_1 = [bool(top10_hits[i][:1] == [int(src_ids[i])]) for i in range(n_noisy)]
     found = sum(len(over[i] & backfill_hits[i]) for i in range(len(q)))
     wanted = sum(len(s) for s in over)
     return {
@@ -303,11 +306,13 @@ def run_once(
         "recall_at_10_random": round(float(np.mean(recall[n_noisy:])), 4)
         if len(q) > n_noisy
         else None,
+        "source_at_1": round(float(np.mean(source_at_1)), 4) if n_noisy else None,
         "refs": len(refs),
         "refs_search_p50_ms": percentile(refs_ms, 50),
         "refs_search_p99_ms": percentile(refs_ms, 99),
         "queries": len(q),
         "rss_mb": round(rss_mb, 1),
+        "wall_s": round(time.perf_counter() - wall0, 1),
         "loadavg_start": [round(x, 2) for x in load0],
         "loadavg_end": [round(x, 2) for x in os.getloadavg()],
     }
@@ -379,6 +384,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--identities", type=int, default=1000)
     ap.add_argument("--batch", type=int, default=1000, help="faces per add_faces call")
     ap.add_argument("--max-rss-gb", type=float, default=12.0)
+    ap.add_argument("--max-minutes", type=float, default=30.0, help="per run, extrapolated")
     ap.add_argument("--no-wait", action="store_true", help="don't wait for a quiet machine")
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # child process
     args = ap.parse_args(argv)
@@ -407,6 +413,18 @@ def main(argv: list[str] | None = None) -> None:
                         "skipped": f"estimated peak RSS {est / 1024:.1f} GB (linear in n from "
                         f"{[r['n'] for r in done][-2:] or 'docs/environment.md'}) exceeds "
                         f"the {limit / 1024:.1f} GB allowed on this shared machine",
+                        "estimated_rss_mb": round(est),
+                    }
+                )
+                continue
+            if done and done[-1]["wall_s"] * n / done[-1]["n"] > args.max_minutes * 60:
+                runs.append(
+                    {
+                        "n": n,
+                        "mode": mode,
+                        "skipped": f"estimated {done[-1]['wall_s'] * n / done[-1]['n'] / 60:.0f}"
+                        f" min (linear from n={done[-1]['n']}) exceeds --max-minutes "
+                        f"{args.max_minutes:g}",
                         "estimated_rss_mb": round(est),
                     }
                 )
