@@ -17,8 +17,11 @@ from core.storage.models import Upload
 
 def _age(svc, upload_id: int, seconds: float) -> None:
     with svc.db.session() as s:
-        s.execute(update(Upload).where(Upload.id == upload_id).values(
-            updated_at=datetime.now(UTC) - timedelta(seconds=seconds)))
+        s.execute(
+            update(Upload)
+            .where(Upload.id == upload_id)
+            .values(updated_at=datetime.now(UTC) - timedelta(seconds=seconds))
+        )
 
 
 def test_sweep_redispatches_only_stale_uploads(svc):
@@ -39,3 +42,11 @@ def test_stage_runs_are_capped(svc):
         assert note_attempt(svc, uid)
     assert not note_attempt(svc, uid)
     assert get_status(svc, uid) == "failed"
+
+
+def test_sweep_waits_longer_while_queues_hold_a_backlog(svc):
+    uid = submit_path(svc, insightface_path("t1.jpg")).upload_id
+    _age(svc, uid, 600)
+    assert sweep(svc, InlineDispatcher(svc), older_than_s=120, backlog=5).requeued == []
+    _age(svc, uid, 1500)
+    assert sweep(svc, InlineDispatcher(svc), older_than_s=120, backlog=5).requeued == [uid]

@@ -449,7 +449,15 @@ def sweep_cmd(
     svc = _services()
     dispatcher = make_dispatcher(svc)
     while True:
-        res = sweep(svc, dispatcher, older_than_s=older_than)
+        backlog = 0
+        if not svc.settings.embedded:
+            from workers.status import queue_lengths
+
+            try:
+                backlog = sum(queue_lengths(svc.settings).values())
+            except Exception:  # broker down: nothing can be re-dispatched anyway
+                backlog = 0
+        res = sweep(svc, dispatcher, older_than_s=older_than, backlog=backlog)
         if res.requeued or res.notified or not every:
             out.print(
                 f"re-dispatched {len(res.requeued)} upload(s); "

@@ -72,6 +72,6 @@ def sweep(
                 update(Upload).where(Upload.id.in_(stuck)).values(updated_at=datetime.now(UTC))
             )
     for uid in stuck:
-        log.warning("re-dispatching upload %s (not terminal for %.0f s)", uid, older_than_s)
+        log.warning("re-dispatching upload %s (not terminal for %.0f s)", uid, wait)
         dispatcher.upload(uid)
     return SweepResult(stuck, notify_pending(svc))
