@@ -55,9 +55,17 @@ class SweepResult:
 
 
 def sweep(
-    svc: Services, dispatcher: Dispatcher, older_than_s: float = 120.0, limit: int = 1000
+    svc: Services,
+    dispatcher: Dispatcher,
+    older_than_s: float = 120.0,
+    limit: int = 1000,
+    backlog: int = 0,
 ) -> SweepResult:
-    cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
+    """Re-dispatch uploads idle for ``older_than_s``. With messages still queued
+    (``backlog`` > 0) an idle upload is more likely waiting its turn than lost, so the
+    wait is ten times longer: re-dispatching a backlog would only double it."""
+    wait = older_than_s * (10 if backlog > 0 else 1)
+    cutoff = datetime.now(UTC) - timedelta(seconds=wait)
     with svc.db.session() as s:
         stuck = list(
             s.scalars(
