@@ -76,13 +76,13 @@ def noisy(v: np.ndarray, cos: float, rng: np.random.Generator) -> np.ndarray:
 
 
 def brute_force(
-    n: int, dim: int, seed: int, queries: np.ndarray, k: int, thr: float
+    n: int, dim: int, seed: int, queries: np.ndarray, k: int, thr: float, size: int = CHUNK
 ) -> tuple[np.ndarray, list[set[int]]]:
     """Exact top-k ids per query and the ids scoring >= thr, streaming over the chunks."""
     best_s = np.full((len(queries), 0), -np.inf, dtype=np.float32)
     best_i = np.zeros((len(queries), 0), dtype=np.int64)
     over: list[set[int]] = [set() for _ in range(len(queries))]
-    for start, v in chunks(n, dim, seed):
+    for start, v in chunks(n, dim, seed, size):
         s = queries @ v.T  # (q, m) float32
         for qi, cols in zip(*np.nonzero(s >= thr), strict=True):
             over[qi].add(start + int(cols))
