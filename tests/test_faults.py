@@ -1,276 +1,28 @@
-"""Fault injection on the distributed stack: kill -9 every worker type, restart Redis,
-PostgreSQL and the milvus-lite server while uploads flow. Afterwards every upload is
-terminal, none is lost, no alert is duplicated, and the counts equal a run without
-faults (the embedded runner on the same files).
+"""Fault injection on the distributed stack, CI-sized (see benchmarks/faults.py).
 
-This is the bounded CI version (a few dozen uploads); ``scripts/soak.py`` runs longer.
+kill -9 of every worker type, restarts of Redis, PostgreSQL and the milvus-lite server
+while uploads flow: afterwards every upload is terminal, none lost, no alert duplicated,
+and the counts equal a run without faults.
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
 
-from benchmarks.common import demo_images
-from core.pipeline.identities import register_identity
-from core.pipeline.runner import scan
-from core.settings import Settings
+from benchmarks.faults import run_faults
 
 pytestmark = [pytest.mark.postgres, pytest.mark.distributed]
 
-REDIS_DB = 13
-PROTECTED = "Eileen Collins"
-N_UPLOADS = 36
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _idwatch(env, *args, timeout=240):
-    res = subprocess.run(
-        [sys.executable, "-m", "workers.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert res.returncode == 0, f"{args}: {res.stdout}\n{res.stderr}"
-    return res
-
-
-def restart_redis(log_dir: Path) -> None:
-    subprocess.run(["redis-cli", "-h", "127.0.0.1", "shutdown", "nosave"], capture_output=True)
-    time.sleep(1)
-    start_redis(log_dir)
-
-
-def start_redis(log_dir: Path) -> None:
-    if subprocess.run(["redis-cli", "-h", "127.0.0.1", "ping"], capture_output=True).returncode:
-        os.makedirs("/var/lib/redis", exist_ok=True)
-        subprocess.run(
-            [
-                "redis-server",
-                "--daemonize",
-                "yes",
-                "--bind",
-                "127.0.0.1",
-                "-::1",
-                "--port",
-                "6379",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                "/var/lib/redis",
-                "--logfile",
-                str(log_dir / "redis.log"),
-            ],
-            check=True,
-        )
-    for _ in range(50):
-        if not subprocess.run(
-            ["redis-cli", "-h", "127.0.0.1", "ping"], capture_output=True
-        ).returncode:
-            return
-        time.sleep(0.2)
-    raise RuntimeError("redis did not come back")
-
-
-def restart_postgres() -> None:
-    version = sorted(os.listdir("/etc/postgresql"))[-1]
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    for _ in range(100):
-        if not subprocess.run(["pg_isready", "-h", "127.0.0.1", "-q"]).returncode:
-            return
-        time.sleep(0.2)
-    raise RuntimeError("postgres did not come back")
-
-
-def _pid(data_dir: Path, name: str) -> int:
-    return int((data_dir / "run" / f"{name}.pid").read_text())
-
-
-def _restart_proc(env: dict, name: str, argv_expr: str) -> None:
-    subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from core.settings import Settings; "
-            f"from workers.stack import start; start(Settings(), {name!r}, {argv_expr})",
-        ],
-        env=env,
-        check=True,
-        timeout=30,
-    )
-
-
-def _restart_worker(env: dict, q: str) -> None:
-    _restart_proc(
-        env,
-        f"worker-{q}",
-        f"[sys.executable, '-m', 'celery', '-A', 'workers.app', "
-        f"'worker', '-Q', {q!r}, '-n', {q!r} + '@%h', '-c', '1']",
-    )
-
-
-def _counts(engine) -> dict:
-    q = {
-        "uploads": "SELECT count(*) FROM uploads",
-        "done": "SELECT count(*) FROM uploads WHERE status = 'done'",
-        "faces": "SELECT count(*) FROM faces",
-        "matches": "SELECT count(*) FROM matches",
-        "alerts": "SELECT count(*) FROM alerts",
-    }
-    with engine.connect() as c:
-        return {k: c.execute(text(v)).scalar() for k, v in q.items()}
-
-
-def _expected(files: list[Path], refs: list[Path], tmp: Path) -> dict:
-    from core.services import Services
-
-    svc = Services(Settings(data_dir=tmp / "reference-run", notifier="memory"))
-    register_identity(svc, PROTECTED, refs)
-    summary = scan(svc, files)
-    engine = svc.db.engine
-    out = _counts(engine)
-    svc.close()
-    assert summary.failed == 0
-    return out
-
 
 def test_faults_lose_nothing(tmp_path, pg_url):
-    files, refs = demo_images(tmp_path / "imgs", N_UPLOADS)
-    expected = _expected(files, refs["Eileen Collins"], tmp_path)
-
-    import redis
-
-    redis.Redis(db=REDIS_DB).flushdb()
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    data_dir = tmp_path / "data"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IDWATCH_")}
-    env.update(
-        {
-            "IDWATCH_DATA_DIR": str(data_dir),
-            "IDWATCH_DATABASE_URL": pg_url,
-            "IDWATCH_BROKER_URL": f"redis://127.0.0.1:6379/{REDIS_DB}",
-            "IDWATCH_MILVUS_URI": f"http://127.0.0.1:{_free_port()}",
-            "IDWATCH_NOTIFIER": "log",
-            "IDWATCH_WATCH_SETTLE_S": "0.3",
-            "IDWATCH_TASK_TIME_LIMIT_S": "40",
-            "IDWATCH_TASK_SOFT_TIME_LIMIT_S": "35",
-            "IDWATCH_VISIBILITY_TIMEOUT_S": "45",
-        }
+    keep = os.environ.get("IDWATCH_KEEP_TEST_LOGS")
+    res = run_faults(
+        tmp_path, pg_url, n_uploads=36, rounds=1, keep_logs=Path(keep) if keep else None
     )
-    engine = create_engine(pg_url, pool_pre_ping=True)
-    log_dir = tmp_path / "logs"
-    log_dir.mkdir()
-    try:
-        _idwatch(env, "up", "--watch", str(inbox), "--sweep-after", "15")
-        _idwatch(env, "identity", "add", PROTECTED, *map(str, refs["Eileen Collins"]))
-
-        def feed():
-            for i, f in enumerate(files):
-                (inbox / f"{i:03d}_{f.name}").write_bytes(f.read_bytes())
-                time.sleep(0.4)
-
-        feeder = threading.Thread(target=feed)
-        feeder.start()
-        faults = [
-            ("kill -9 crop worker", lambda: _kill_and_restart(env, data_dir, "crop")),
-            ("restart Redis", lambda: restart_redis(log_dir)),
-            ("kill -9 embed worker", lambda: _kill_and_restart(env, data_dir, "embed")),
-            ("restart PostgreSQL", restart_postgres),
-            ("restart milvus-lite server", lambda: _restart_milvus(env, data_dir)),
-            ("kill -9 index worker", lambda: _kill_and_restart(env, data_dir, "index")),
-            ("kill -9 classify worker", lambda: _kill_and_restart(env, data_dir, "classify")),
-        ]
-        for _name, fault in faults:
-            time.sleep(2.5)
-            fault()
-        feeder.join()
-
-        deadline = time.monotonic() + 480
-        while time.monotonic() < deadline:
-            try:
-                c = _counts(engine)
-                with engine.connect() as conn:
-                    pending = conn.execute(
-                        text(
-                            "SELECT count(*) FROM uploads WHERE status NOT IN "
-                            "('done', 'rejected', 'failed')"
-                        )
-                    ).scalar()
-                if c["uploads"] >= N_UPLOADS and pending == 0:
-                    break
-            except Exception:  # the database may still be coming back
-                pass
-            time.sleep(1)
-        got = _counts(engine)
-        assert got == expected, f"after faults {got}, without faults {expected}"
-        with engine.connect() as conn:
-            dup = conn.execute(
-                text(
-                    "SELECT count(*) FROM (SELECT face_id, identity_key FROM alerts "
-                    "GROUP BY face_id, identity_key HAVING count(*) > 1) d"
-                )
-            ).scalar()
-        assert dup == 0
-    finally:
-        start_redis(log_dir)  # whatever happened, leave the machine's Redis running
-        engine.dispose()
-        subprocess.run(
-            [sys.executable, "-m", "workers.cli", "down"], env=env, capture_output=True, timeout=120
-        )
-        if os.environ.get("IDWATCH_KEEP_TEST_LOGS"):
-            import shutil
-
-            shutil.copytree(
-                data_dir / "logs", os.environ["IDWATCH_KEEP_TEST_LOGS"], dirs_exist_ok=True
-            )
-
-
-def _kill_and_restart(env: dict, data_dir: Path, q: str) -> None:
-    os.killpg(_pid(data_dir, f"worker-{q}"), signal.SIGKILL)
-    time.sleep(1)
-    _restart_worker(env, q)
-
-
-def _restart_milvus(env: dict, data_dir: Path) -> None:
-    pid = _pid(data_dir, "milvus")
-    os.killpg(pid, signal.SIGTERM)
-    for _ in range(100):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    time.sleep(2)
-    port = env["IDWATCH_MILVUS_URI"].rsplit(":", 1)[1]
-    _restart_proc(
-        env,
-        "milvus",
-        "[str(__import__('pathlib').Path(sys.executable)"
-        ".with_name('milvus-lite')), 'server', '--data-dir', "
-        f"{str(data_dir / 'milvus')!r}, '--host', '127.0.0.1', "
-        f"'--port', {port!r}]",
-    )
+    assert res["lost"] == 0 and res["not_terminal"] == 0, res
+    assert res["duplicate_alerts"] == 0, res
+    assert res["with_faults"] == res["without_faults"], res
+    assert len(res["faults"]) == 7
