@@ -327,6 +327,28 @@ def status_cmd(as_json: JsonOpt = False) -> None:
         out.print(_table("Local processes", res["processes"], ["name", "pid", "alive"]))
 
 
+@app.command("purge")
+def purge_cmd(
+    older_than_days: Annotated[float, typer.Option(help="Purge uploads older than this.")],
+    dry_run: Annotated[bool, typer.Option(help="Only count what would go.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y")] = False,
+) -> None:
+    """Retention: delete old uploads, their face crops, vectors, matches and alerts."""
+    from core.pipeline.retention import purge_uploads
+
+    if (
+        not dry_run
+        and not yes
+        and not typer.confirm(
+            f"Delete every upload older than {older_than_days} day(s) and all derived data?"
+        )
+    ):
+        raise typer.Exit(1)
+    res = purge_uploads(_services(), older_than_days, dry_run=dry_run)
+    verb = "would purge" if dry_run else "purged"
+    out.print(f"{verb} {res.uploads} upload(s), {res.faces} face(s), {res.vectors} vector(s)")
+
+
 # -- distributed mode -----------------------------------------------------------------
 @app.command("migrate")
 def migrate_cmd() -> None:
