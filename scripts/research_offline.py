@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +32,12 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.faces.base import DetectedFace  # noqa: E402
+from core.evaluation.dataset_features import (  # noqa: E402
+    DatasetFeatures,
+    OfflineExtractor,
+    identity_groups,
+    read_manifest,
+)
 from core.faces.crops import loose_crop  # noqa: E402
 from core.forensics import features as F  # noqa: E402
 from core.forensics.head import _auc, train_head  # noqa: E402
@@ -50,149 +53,52 @@ def load_manifest(data: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def names_of(row: dict[str, str]) -> list[str]:
-    return [n for n in row["identity"].split(";") if n]
-
-
-def cv_groups(rows: list[dict[str, str]]) -> np.ndarray:
-    """People merged across ';' (union-find); anonymous images by source figure."""
-    parent: dict[str, str] = {}
-
-    def find(a: str) -> str:
-        while parent.setdefault(a, a) != a:
-            a = parent[a]
-        return a
-
-    keys = []
-    for r in rows:
-        ns = names_of(r)
-        if ns:
-            for n in ns[1:]:
-                parent[find("id:" + n)] = find("id:" + ns[0])
-            keys.append("id:" + ns[0])
-        else:
-            keys.append("src:" + r["source"].split(" (")[0])
-    return np.array([find(k) for k in keys])
-
-
-def pseudo_face(rgb: np.ndarray) -> DetectedFace:
-    """Stand-in when dlib finds no face: a central box with textbook landmarks."""
-    h, w = rgb.shape[:2]
-    s = 0.6 * min(h, w)
-    x1, y1 = (w - s) / 2, (h - s) / 2
-    rel = np.array([[0.3, 0.4], [0.7, 0.4], [0.5, 0.6], [0.35, 0.75], [0.65, 0.75]], np.float32)
-    return DetectedFace((x1, y1, x1 + s, y1 + s), rel * s + [x1, y1], 0.0, {"pseudo": True})
+def cv_groups(rows: list[dict[str, str]], data: Path = DEFAULT_DATA) -> np.ndarray:
+    """People merged across ';'; anonymous images by source figure (shared helper)."""
+    return identity_groups(read_manifest(data / "manifest.csv"))
 
 
 # --------------------------------------------------------------------------- extraction
 
 
 def extract_condition(rows, data: Path, cond: str, cache_dir: Path) -> dict:
+    """Features of every image in the leave-one-out setting, via the shared
+    core.evaluation.dataset_features (per-image work cached under
+    ``cache_dir/idwatch-eval-cache``). ``blind``: the detector's features are taken
+    from JPEG q90 re-encoded copies, whose metadata is gone. Faces are detected on the
+    files as they are (as the system does); images without a face get a pseudo face."""
     cache = cache_dir / f"offline_feats_{cond}.json"
     if cache.exists():
         return json.loads(cache.read_text())
     from core.faces.dlib_backend import DlibFaceBackend
 
     backend = DlibFaceBackend()
-    timing = defaultdict(float)
-    images, metas, faces, embs = [], [], [], []
-    for r in rows:
-        raw = (data / r["path"]).read_bytes()
-        rgb = np.asarray(Image.open(io.BytesIO(raw)).convert("RGB"))
-        t = time.perf_counter()
-        meta = F.read_metadata(raw) if cond == "orig" else {}
-        timing["meta_read"] += time.perf_counter() - t
-        if cond == "blind":
-            rgb = F.reencode_jpeg(rgb, 90)
-        t = time.perf_counter()
-        fs = backend.detect(rgb)
-        timing["detect"] += time.perf_counter() - t
-        t = time.perf_counter()
-        e = backend.embed(rgb, fs) if fs else np.zeros((0, 128), np.float32)
-        timing["embed"] += time.perf_counter() - t
-        images.append(rgb)
-        metas.append(meta)
-        faces.append(fs)
-        embs.append(e)
-
-    # Face of interest per (image, name): best match to any face in the name's OTHER
-    # real photos; the largest face when the name has no other real photo.
-    real_by_name: dict[str, list[int]] = defaultdict(list)
-    for i, r in enumerate(rows):
-        if r["label"] == "real":
-            for n in names_of(r):
-                real_by_name[n].append(i)
-
-    def foi(i: int, name: str | None) -> tuple[int | None, float]:
-        if not faces[i]:
-            return None, float("nan")
-        others = [j for j in real_by_name.get(name, []) if j != i and len(embs[j])] if name else []
-        if not others:
-            return int(np.argmax([f.area for f in faces[i]])), float("nan")
-        pool = np.concatenate([embs[j] for j in others])
-        sims = (embs[i] @ pool.T).max(axis=1)
-        return int(np.argmax(sims)), float(sims.max())
-
-    profiles: dict[tuple[int, int | None], F.FaceProfile] = {}
-
-    def profile(i: int, k: int | None) -> F.FaceProfile:
-        if (i, k) not in profiles:
-            f = faces[i][k] if k is not None else pseudo_face(images[i])
-            emb = embs[i][k] if k is not None else None
-            profiles[(i, k)] = F.face_profile(loose_crop(images[i], f), f, emb, backend)
-        return profiles[(i, k)]
-
+    ds = DatasetFeatures(
+        read_manifest(data / "manifest.csv"), backend, cache_dir / "idwatch-eval-cache"
+    )
+    ds.detect_all()
+    ex = OfflineExtractor(backend, reencode_quality=90 if cond == "blind" else None)
+    loo = ds.loo_features(ex, pseudo_for_missing=True)
     out_rows = []
-    for i, r in enumerate(rows):
-        ns = names_of(r)
-        name = next((n for n in ns if [j for j in real_by_name.get(n, []) if j != i]), None)
-        k, sim = foi(i, name if name else (ns[0] if ns else None))
-        face = faces[i][k] if k is not None else pseudo_face(images[i])
-        crop = loose_crop(images[i], face)
-        t = time.perf_counter()
-        feats = F.face_features(crop, face)
-        timing["face"] += time.perf_counter() - t
-        t = time.perf_counter()
-        feats.update(F.image_features(images[i], face))
-        timing["image"] += time.perf_counter() - t
-        t = time.perf_counter()
-        feats.update(F.jpeg_features(images[i]))
-        timing["jpeg"] += time.perf_counter() - t
-        t = time.perf_counter()
-        feats.update(F.meta_features(metas[i]))
-        timing["meta"] += time.perf_counter() - t
-        t = time.perf_counter()
-        refs = []
-        if name:
-            for j in real_by_name[name]:
-                if j == i:
-                    continue
-                kj, _ = foi(j, name)
-                if kj is not None:
-                    refs.append(profile(j, kj))
-        timing["ref_profiles"] += time.perf_counter() - t
-        t = time.perf_counter()
-        stats = {kk: v for kk, v in feats.items() if kk.startswith("face.")}
-        # The identity vectors of the upload itself come from its (cached) profile.
-        up = profile(i, k) if k is not None else F.face_profile(crop, face, None, backend, stats)
-        timing["identity_embed"] += time.perf_counter() - t
-        t = time.perf_counter()
-        feats.update(F.reference_features(up, refs))
-        timing["ref"] += time.perf_counter() - t
-        feats = {kk: (float(v) if np.isfinite(v) else 0.0) for kk, v in feats.items()}
+    for i, er in enumerate(loo):
+        assert er is not None
+        feats = dict(er["features"])
+        if cond == "blind":  # re-encoding strips metadata
+            feats.update(F.meta_features({}))
+        face = ds.face(i, er["k"])
+        img = ds.image(i)
         out_rows.append(
             {
                 "features": feats,
-                "n_faces": len(faces[i]),
-                "pseudo_face": k is None,
-                "n_refs": len(refs),
+                "n_faces": len(ds.faces[i]),
+                "pseudo_face": er["k"] is None,
+                "n_refs": er["n_refs"],
                 "face_px": float(max(face.width, face.height)),
-                "image_px": float(images[i].shape[0] * images[i].shape[1]),
-                "id_sim": sim,
+                "image_px": float(img.shape[0] * img.shape[1]),
+                "id_sim": ds.best_face(i, er["name"])[1] if er["name"] else float("nan"),
             }
         )
-    n = len(rows)
-    result = {"rows": out_rows, "timing_s_per_image": {k: v / n for k, v in timing.items()}}
+    result = {"rows": out_rows, "timing_s_per_image": ds.timing_per_image()}
     cache.write_text(json.dumps(result))
     return result
 
@@ -292,7 +198,7 @@ def main() -> None:
     rows = load_manifest(args.data)
     y = np.array([r["label"] == "fake" for r in rows], dtype=int)
     methods = np.array([r["method"].replace("original(mirrored)", "original") for r in rows])
-    groups = cv_groups(rows)
+    groups = cv_groups(rows, args.data)
     results: dict = {"n": len(rows), "n_fake": int(y.sum()), "n_groups": int(len(set(groups)))}
     table = []
     for cond in () if args.no_eval else CONDITIONS:

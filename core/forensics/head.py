@@ -13,7 +13,13 @@ standardise -> logistic regression -> Platt calibration. It is stored as JSON on
      "calibration": {"method": "platt", "a": float, "b": float, "target_real_accuracy": 0.9,
                      "strata": {"feature": "ref.available",
                                 "values": {"0": {"a", "b", "threshold"}, "1": {...}}}},
-     "training": {"manifest": ..., "n": ..., "metrics": {...}, "date": ...}}
+     "training": {"manifest": ..., "n": ..., "metrics": {...}, "date": ...},
+     "backbones": {"clip": "ViT-L-14 (...)", "identity": "dlib"},    # optional
+     "feature_layout": {"face": 768, "image": 768, "ref": 774}}     # optional
+
+Version 1 is the only version; ``backbones`` and ``feature_layout`` were added to it as
+optional keys (files without them, such as the first packaged head, load unchanged
+with both empty). A file of any other version is refused with a clear error.
 
 Gates: a feature group can be absent for a row (no authentic references for a face
 that matched nobody). ``gates`` maps a name prefix to a 0/1 gate feature; where the
@@ -77,6 +83,10 @@ class Head:
     # How inputs are prepared before feature extraction, e.g. {"reencode_jpeg_quality": 90}
     # for a head trained on format-blind copies (the detector then re-encodes uploads too).
     preprocess: dict[str, Any] = field(default_factory=dict)
+    # What produced the features (model names/files) and how many per group; reported,
+    # and checked by nobody: the feature names are the contract.
+    backbones: dict[str, str] = field(default_factory=dict)
+    feature_layout: dict[str, int] = field(default_factory=dict)
 
     # ----------------------------------------------------------------- evaluation
 
@@ -171,6 +181,8 @@ class Head:
             "calibration": dict(self.calibration),
             "preprocess": dict(self.preprocess),
             "training": self.training,
+            "backbones": dict(self.backbones),
+            "feature_layout": dict(self.feature_layout),
         }
 
     def save(self, path: str | Path) -> None:
@@ -211,8 +223,12 @@ class Head:
                 training=dict(d.get("training") or {}),
                 detector=str(d.get("detector", "offline")),
                 preprocess=dict(d.get("preprocess") or {}),
+                backbones={str(k): str(v) for k, v in (d.get("backbones") or {}).items()},
+                feature_layout={
+                    str(k): int(v) for k, v in (d.get("feature_layout") or {}).items()
+                },
             )
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise HeadFormatError(f"{source}: missing or malformed field: {exc}") from exc
         n = len(names)
         if len(set(names)) != n:

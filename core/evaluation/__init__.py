@@ -1,0 +1,1 @@
+"""Measuring the detector: the evaluation protocol, shared feature extraction, training."""

@@ -1,0 +1,146 @@
+"""``idwatch detector train``: fit a stage-2 head on a manifest and write its JSON file.
+
+Rows are the images of the manifest in the leave-one-out setting of the detection
+table (core.evaluation.protocol): the face of interest of each image, with the other
+real photos of its labelled identity as references. Images without a face are left
+out (the system never scores them). The head (core.forensics.head.train_head) picks
+its regularisation, calibration and threshold on an inner identity-grouped CV of the
+training data; on top of that an outer identity-grouped K-fold estimate of accuracy
+on unseen people is stored in the file's ``training.metrics``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.evaluation.dataset_features import (
+    DatasetFeatures,
+    FeatureExtractor,
+    Progress,
+    identity_groups,
+    read_manifest,
+)
+from core.evaluation.protocol import detection_metrics
+from core.faces.base import FaceBackend
+from core.forensics import features as F
+from core.forensics.head import Head, train_head
+
+DEFAULT_GROUPS = ("face", "image", "ref")
+
+
+def select_names(all_names: Sequence[str], groups: Sequence[str]) -> list[str]:
+    """Feature names whose group (the prefix before the first '.') is in ``groups``."""
+    wanted = set(groups)
+    names = sorted(n for n in all_names if F.group_of(n) in wanted)
+    if not names:
+        raise ValueError(f"no features in groups {sorted(wanted)}")
+    return names
+
+
+def training_matrix(
+    ds: DatasetFeatures,
+    ex: FeatureExtractor,
+    names: Sequence[str],
+    progress: Progress | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    """(X, y, identity groups, methods, row indices) over images with a face."""
+    rows = ds.loo_features(ex, progress)
+    keep = [i for i, r in enumerate(rows) if r is not None]
+    X = np.array([[rows[i]["features"][n] for n in names] for i in keep], np.float64)
+    y = np.array([ds.rows[i].label == "fake" for i in keep], int)
+    groups = identity_groups(ds.rows)[keep]
+    methods = np.array([ds.rows[i].method for i in keep])
+    return X, y, groups, methods, keep
+
+
+def grouped_cv(
+    X: np.ndarray,
+    y: np.ndarray,
+    names: Sequence[str],
+    groups: np.ndarray,
+    methods: np.ndarray,
+    folds: int = 5,
+    seed: int = 0,
+    target: float = 0.9,
+) -> dict[str, Any]:
+    """Identity-disjoint K-fold estimate: each fold's head is trained (with its own
+    inner CV for C, calibration and threshold) without the test fold's people."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    score = np.zeros(len(y))
+    pred = np.zeros(len(y), bool)
+    for tr, te in StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(X, y, groups):
+        head = train_head(
+            X[tr], y[tr], list(names), groups=groups[tr], seed=seed, target_real_accuracy=target
+        )
+        score[te] = head.predict_proba(X[te])
+        pred[te] = head.predict(X[te])
+    out = detection_metrics(y, score, pred, methods)
+    out["folds"] = folds
+    out["seed"] = seed
+    return out
+
+
+def train_detector(
+    manifest: str | Path,
+    out: str | Path,
+    backend: FaceBackend,
+    extractor: FeatureExtractor,
+    *,
+    groups: Sequence[str] = DEFAULT_GROUPS,
+    target_real_accuracy: float = 0.9,
+    cv_folds: int = 5,
+    seed: int = 0,
+    cache_dir: Path | None = None,
+    progress: Progress | None = None,
+) -> Head:
+    """Fit and save a head for ``extractor`` on ``manifest``; returns it."""
+    rows = read_manifest(manifest)
+    ds = DatasetFeatures(rows, backend, cache_dir)
+    ds.detect_all(progress)
+    names = select_names(extractor.feature_names(), groups)
+    X, y, grp, methods, keep = training_matrix(ds, extractor, names, progress)
+    if len(set(y.tolist())) < 2:
+        raise ValueError("training needs real and fake images with a detected face")
+    cv = (
+        grouped_cv(X, y, names, grp, methods, cv_folds, seed, target_real_accuracy)
+        if cv_folds >= 2 and len(set(grp.tolist())) >= cv_folds
+        else None
+    )
+    n_groups = len(set(grp.tolist()))
+    layout: dict[str, int] = {}
+    for n in names:
+        layout[F.group_of(n)] = layout.get(F.group_of(n), 0) + 1
+    head = train_head(
+        X,
+        y,
+        names,
+        groups=grp,
+        target_real_accuracy=target_real_accuracy,
+        seed=seed,
+        training={
+            "manifest": str(Path(manifest).resolve()),
+            "n": int(len(y)),
+            "n_fake": int(y.sum()),
+            "n_without_face": int(len(rows) - len(keep)),
+            "n_identity_groups": n_groups,
+            "groups": list(groups),
+            "references": "leave-one-out: the other real photos of the labelled identity",
+            "face_backend": backend.name,
+            "target": f"threshold at real accuracy {target_real_accuracy:.2f} on inner "
+            "identity-grouped out-of-fold scores",
+            "metrics": {f"identity_grouped_{cv_folds}fold": cv},
+            "feature_seconds_per_image": ds.timing_per_image(),
+        },
+    )
+    head.detector = extractor.name
+    if extractor.reencode_quality:
+        head.preprocess = {"reencode_jpeg_quality": int(extractor.reencode_quality)}
+    head.backbones = {**extractor.backbones(), "face_backend": backend.name}
+    head.feature_layout = layout
+    head.save(out)
+    return head

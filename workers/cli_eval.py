@@ -1,0 +1,282 @@
+"""``idwatch eval`` and ``idwatch detector train|split`` (registered by workers/cli.py).
+
+idwatch eval MANIFEST [--detector offline|univfd|HEAD.json] [--json OUT]
+idwatch detector train MANIFEST --out HEAD.json [--backbone offline|clip] [--groups ...]
+idwatch detector split MANIFEST --out DIR [--test-fraction 0.5] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+console = Console(stderr=True)
+out = Console(width=None if sys.stdout.isatty() else 160)
+
+detector_app = typer.Typer(help="Train and manage stage-2 detector heads.", no_args_is_help=True)
+
+
+def _settings():
+    from core.settings import Settings
+
+    return Settings()  # fresh: --data-dir may have changed the environment
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description:<16}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def _stage_progress(prog: Progress):
+    tasks: dict[str, Any] = {}
+
+    def cb(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = prog.add_task(stage, total=total)
+        prog.update(tasks[stage], completed=done, total=total)
+
+    return cb
+
+
+def _backend(name: str | None, model_dir: Path):
+    from core.faces.registry import make_face_backend
+
+    settings = _settings()
+    backend = make_face_backend(name or settings.face_backend, model_dir)
+    backend.load()
+    return backend
+
+
+def _dlib_for(backend):
+    """The offline detector's identity embedder (dlib), shared with stage 1 if dlib."""
+    if backend.name == "dlib":
+        return backend
+    from core.faces.dlib_backend import DlibFaceBackend
+
+    emb = DlibFaceBackend()
+    emb.load()
+    return emb
+
+
+def make_scorer(
+    detector: str | None,
+    backend,
+    model_dir: Path,
+    allow_random_backbone: bool = False,
+):
+    """A protocol scorer for ``--detector``: "offline" (packaged head), "univfd"
+    (released UnivFD head + CLIP), a head JSON path (offline or clip-ref), or None
+    (the configured detector)."""
+    from core.evaluation.dataset_features import OfflineExtractor
+    from core.evaluation.protocol import HeadScorer
+    from core.forensics.head import Head
+    from core.forensics.offline import PACKAGED_HEAD
+
+    settings = _settings()
+    if detector is None:
+        if settings.detector_path is not None:
+            detector = str(settings.detector_path)
+        else:
+            from core.forensics.registry import resolve_detector_name
+
+            detector = resolve_detector_name(settings.detector, model_dir)
+    if detector == "univfd":
+        from core.forensics.clip_ref import ClipRefExtractor, UnivFDScorer, make_encoder
+        from core.forensics.univfd import head_path, load_univfd_head
+
+        w, b = load_univfd_head(head_path(model_dir))
+        enc = make_encoder(model_dir, allow_random_backbone)
+        return UnivFDScorer(ClipRefExtractor(enc), w, b)
+    path = PACKAGED_HEAD if detector == "offline" else Path(detector)
+    if not path.exists():
+        raise typer.BadParameter(f"--detector: no such head file or detector name: {detector}")
+    head = Head.load(path)
+    q = head.preprocess.get("reencode_jpeg_quality")
+    if head.detector == "offline":
+        ex = OfflineExtractor(_dlib_for(backend), reencode_quality=q)
+    elif head.detector == "clip-ref":
+        from core.forensics.clip_ref import ClipRefExtractor, make_encoder
+
+        ex = ClipRefExtractor(make_encoder(model_dir, allow_random_backbone), reencode_quality=q)
+    else:
+        raise typer.BadParameter(f"{path}: head for unknown detector {head.detector!r}")
+    label = "packaged" if path == PACKAGED_HEAD else str(path)
+    return HeadScorer(ex, head, source=label)
+
+
+def _f(v: Any) -> str:
+    if isinstance(v, float):
+        return "n/a" if math.isnan(v) else f"{v:.3f}"
+    return str(v)
+
+
+def print_report(r: dict[str, Any]) -> None:
+    t = Table(title=f"idwatch eval: {r['detector']} / {r['face_backend']}")
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    for k in (
+        "map",
+        "real_acc",
+        "fake_acc",
+        "avg_acc",
+        "auc",
+        "stage1_fake_match_rate",
+        "stage1_tar",
+        "stage1_far",
+        "n_images",
+        "n_no_face",
+        "n_queries",
+        "seconds",
+    ):
+        t.add_row(k, _f(r[k]))
+    out.print(t)
+    m = Table(title="per method (accuracy: real for originals, fake for generators)")
+    for c in ("method", "n", "acc"):
+        m.add_column(c, justify="left" if c == "method" else "right")
+    for name, v in r["per_method"].items():
+        m.add_row(name, str(v["n"]), _f(v["acc"]))
+    out.print(m)
+    s = r.get("strata", {})
+    if s:
+        st = Table(title="detection by reference availability (leave-one-out references)")
+        for c in ("rows", "n", "real_acc", "fake_acc", "avg_acc", "auc"):
+            st.add_column(c, justify="left" if c == "rows" else "right")
+        for name, v in s.items():
+            st.add_row(name, *(_f(v[c]) for c in ("n", "real_acc", "fake_acc", "avg_acc", "auc")))
+        out.print(st)
+
+
+def eval_cmd(
+    manifest: Annotated[Path, typer.Argument(help="manifest.csv (path,label,identity,method)")],
+    detector: Annotated[
+        str | None,
+        typer.Option(help="offline | univfd | a head JSON (default: the configured one)."),
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
+    face_backend: Annotated[
+        str | None, typer.Option(help="dlib | insightface (default: configured).")
+    ] = None,
+    match_threshold: Annotated[
+        float | None, typer.Option(help="Stage-1 cosine threshold (default: the backend's).")
+    ] = None,
+    cache: Annotated[
+        Path | None, typer.Option(help="Feature cache folder (default: DATA_DIR/eval-cache).")
+    ] = None,
+    allow_random_backbone: Annotated[
+        bool, typer.Option(hidden=True, help="Tests only: random CLIP weights.")
+    ] = False,
+) -> None:
+    """Measure impersonation retrieval (mAP), detection accuracy and stage 1 on MANIFEST."""
+    from core.evaluation.protocol import evaluate
+
+    settings = _settings()
+    model_dir = settings.resolved_model_dir
+    if not manifest.is_file():
+        console.print(f"[red]no such manifest: {manifest}")
+        raise typer.Exit(2)
+    backend = _backend(face_backend, model_dir)
+    scorer = make_scorer(detector, backend, model_dir, allow_random_backbone)
+    thr = match_threshold if match_threshold is not None else settings.match_threshold
+    with _progress() as prog:
+        report = evaluate(
+            manifest,
+            scorer,
+            backend,
+            match_threshold=thr,
+            cache_dir=cache or settings.data_dir / "eval-cache",
+            progress=_stage_progress(prog),
+        )
+    print_report(report)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=1, default=float) + "\n")
+        console.print(f"wrote {json_out}")
+
+
+@detector_app.command("train")
+def train_cmd(
+    manifest: Annotated[Path, typer.Argument(help="Training manifest.csv.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Head JSON to write.")],
+    backbone: Annotated[str, typer.Option(help="offline | clip (needs CLIP weights).")] = "offline",
+    groups: Annotated[
+        str, typer.Option(help="Feature groups: face,image,jpeg,ref,meta (clip: face,image,ref).")
+    ] = "face,image,ref",
+    format_blind: Annotated[
+        bool,
+        typer.Option(help="Re-encode every image as JPEG q90 before features (and at use)."),
+    ] = True,
+    target_real_accuracy: Annotated[float, typer.Option(help="Threshold target.")] = 0.9,
+    cv_folds: Annotated[int, typer.Option(help="Identity-grouped CV folds for the estimate.")] = 5,
+    face_backend: Annotated[str | None, typer.Option(help="dlib | insightface.")] = None,
+    cache: Annotated[Path | None, typer.Option(help="Feature cache folder.")] = None,
+    allow_random_backbone: Annotated[bool, typer.Option(hidden=True)] = False,
+) -> None:
+    """Fit the stage-2 head on MANIFEST and write a versioned head file."""
+    from core.evaluation.dataset_features import OfflineExtractor
+    from core.evaluation.train import train_detector
+
+    settings = _settings()
+    model_dir = settings.resolved_model_dir
+    backend = _backend(face_backend, model_dir)
+    q = 90 if format_blind else None
+    if backbone == "offline":
+        ex = OfflineExtractor(_dlib_for(backend), reencode_quality=q)
+    elif backbone == "clip":
+        from core.forensics.clip_ref import ClipRefExtractor, make_encoder
+
+        ex = ClipRefExtractor(make_encoder(model_dir, allow_random_backbone), reencode_quality=q)
+    else:
+        raise typer.BadParameter("--backbone must be offline or clip")
+    with _progress() as prog:
+        task = prog.add_task("features", total=None)
+        head = train_detector(
+            manifest,
+            out_path,
+            backend,
+            ex,
+            groups=[g.strip() for g in groups.split(",") if g.strip()],
+            target_real_accuracy=target_real_accuracy,
+            cv_folds=cv_folds,
+            cache_dir=cache or settings.data_dir / "eval-cache",
+            progress=lambda d, n, _w: prog.update(task, completed=d, total=n),
+        )
+    cv = next(iter(head.training["metrics"].values()))
+    out.print(
+        f"wrote {out_path}: {head.detector}, {len(head.feature_names)} features, "
+        f"C={head.C}, threshold={head.threshold:.3f}"
+    )
+    if cv:
+        out.print(
+            "identity-grouped CV: "
+            + ", ".join(f"{k}={_f(cv[k])}" for k in ("real_acc", "fake_acc", "avg_acc", "auc"))
+        )
+
+
+@detector_app.command("split")
+def split_cmd(
+    manifest: Annotated[Path, typer.Argument(help="manifest.csv to split.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for train.csv and test.csv.")],
+    test_fraction: Annotated[float, typer.Option(help="Share of images in test.csv.")] = 0.5,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Write identity-disjoint train.csv / test.csv (absolute paths)."""
+    from core.evaluation.dataset_features import write_split
+
+    train, test = write_split(manifest, out_dir, test_fraction, seed)
+    for p in (train, test):
+        n = sum(1 for _ in p.open()) - 1
+        out.print(f"{p}: {n} images")
