@@ -251,9 +251,40 @@ def test_distributed_end_to_end(stack):
         "backfill",
     )
 
+    # JSON only: a pickled message is refused by the worker and runs nothing.
+    pickled = _pickle_message(env, demo)
+    time.sleep(4)
+    assert _scalar(engine, "SELECT status FROM uploads WHERE id = :i", i=pickled) == "received"
+    log = (Path(env["IDWATCH_DATA_DIR"]) / "logs" / "worker-crop.log").read_text()
+    assert "Refusing to deserialize untrusted content of type pickle" in log
+
     status = json.loads(_idwatch(env, "status", "--json").stdout)
-    assert status["uploads"] == {"done": len(rows)}
+    assert status["uploads"] == {"done": len(rows), "received": 1}  # + the refused one
     assert set(status["queues"]) == {"crop", "embed", "index", "classify"}
+
+
+def _pickle_message(env: dict, demo: Path) -> int:
+    """Submit an upload, then send its crop task as a pickle (as an attacker could)."""
+    code = (
+        "import sys; from pathlib import Path; from core.services import Services; "
+        "from core.pipeline.submit import submit_path; from workers.app import app; "
+        "svc = Services(); uid = submit_path(svc, Path(sys.argv[1])).upload_id; "
+        "app.send_task('idwatch.crop', args=[uid], queue='crop', serializer='pickle'); "
+        "print(uid)"
+    )
+    img = demo / "references" / "eileen_collins.png"
+    data = _unique_variant(img, 999)
+    target = Path(env["IDWATCH_DATA_DIR"]) / "pickled.png"
+    target.write_bytes(data)
+    res = subprocess.run(
+        [sys.executable, "-c", code, str(target)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return int(res.stdout.strip().splitlines()[-1])
 
 
 def _port_answers(url: str, auth=None) -> bool:
