@@ -36,3 +36,50 @@ def demo_images(root: Path, n: int) -> tuple[list[Path], dict[str, list[Path]]]:
 
 def percentile(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 4) if values else None
+
+
+def unique_bytes(path: Path, k: int) -> bytes:
+    """The picture at ``path`` as PNG bytes made distinct by one pixel."""
+    rgb = np.asarray(Image.open(path).convert("RGB")).copy()
+    rgb[0, 0] = (k % 256, k // 256 % 256, 5)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class WebhookReceiver:
+    """Records signed alert webhooks on 127.0.0.1 with their arrival times."""
+
+    def __init__(self) -> None:
+        import json
+        import threading
+        import time
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.arrivals: dict[int, float] = {}  # upload id -> perf_counter at arrival
+        self._cond = threading.Condition()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server API
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                event = json.loads(body)
+                with outer._cond:
+                    outer.arrivals.setdefault(event["upload_id"], time.perf_counter())
+                    outer._cond.notify_all()
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hook"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def wait_for(self, upload_id: int, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: upload_id in self.arrivals, timeout)
+
+    def close(self) -> None:
+        self._server.shutdown()

@@ -25,13 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import demo_images, percentile
+from benchmarks.common import WebhookReceiver, demo_images, percentile, unique_bytes
 from core.faces.crops import loose_crop
 from core.forensics.base import ForensicInput
 from core.intake import IntakeLimits, load_image
 from core.pipeline import stages
 from core.pipeline.identities import register_identity
-from core.pipeline.submit import submit_path
+from core.pipeline.submit import submit_bytes, submit_path
 from core.pipeline.verdict import reference_views
 from core.services import Services
 from core.settings import Settings
@@ -109,6 +109,7 @@ def distributed(files: list[Path], refs: list[Path], root: Path, timeout_s: floa
     import redis
     from sqlalchemy import create_engine, text
 
+    receiver = WebhookReceiver()
     db = f"idwatch_bench_{uuid.uuid4().hex[:8]}"
     subprocess.run(
         ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"CREATE DATABASE {db}"],
@@ -122,7 +123,9 @@ def distributed(files: list[Path], refs: list[Path], root: Path, timeout_s: floa
             "IDWATCH_DATABASE_URL": f"postgresql+psycopg2://postgres@127.0.0.1/{db}",
             "IDWATCH_BROKER_URL": "redis://127.0.0.1:6379/12",
             "IDWATCH_MILVUS_URI": "http://127.0.0.1:19537",
-            "IDWATCH_NOTIFIER": "memory",
+            "IDWATCH_NOTIFIER": "webhook",
+            "IDWATCH_WEBHOOK_URL": receiver.url,
+            "IDWATCH_WEBHOOK_SECRET": "bench-secret",
         }
     )
     redis.Redis(db=12).flushdb()
@@ -154,8 +157,18 @@ def distributed(files: list[Path], refs: list[Path], root: Path, timeout_s: floa
         t0 = time.perf_counter()
         summary = scan_distributed(svc, files, CeleryDispatcher(), timeout_s=timeout_s, poll_s=0.1)
         dt = time.perf_counter() - t0
-        svc.close()
         assert summary.pending == 0, summary
+        # Idle latency: one fake at a time, from submission to the signed webhook.
+        idle = []
+        fakes = [f for f in files if f.name.startswith("fake_eileen")][:3]
+        for k, f in enumerate(fakes):
+            data = unique_bytes(f, 50_000 + k)
+            t1 = time.perf_counter()
+            sub = submit_bytes(svc, data, f"idle-{k}-{f.name}", "bench")
+            CeleryDispatcher().upload(sub.upload_id)
+            if receiver.wait_for(sub.upload_id, 60):
+                idle.append(time.perf_counter() - t1)
+        svc.close()
         with engine.connect() as c:
             lat = [
                 r[0]
@@ -217,6 +230,7 @@ def main() -> None:
         "p50_upload_to_alert_s": c["p50_upload_to_alert_s"] if c else None,
         "p95_upload_to_alert_s": c["p95_upload_to_alert_s"] if c else None,
         "distributed_statuses": c["statuses"] if c else None,
+        "idle_upload_to_webhook_s": c["idle_upload_to_webhook_s"] if c else None,
         "cpu_count": os.cpu_count(),
     }
     print(json.dumps(out))
