@@ -322,7 +322,7 @@ def test_train_then_eval_round_trip(demo_manifest: Path, tmp_path: Path) -> None
     )
     assert res.exit_code == 0, res.output
     r = json.loads(out.read_text())
-    assert r["detector"].endswith(str(head_path)) and 0.0 <= r["map"] <= 1.0
+    assert str(head_path) in r["detector"] and 0.0 <= r["map"] <= 1.0
     # Trained on this very set: the detection table should beat chance.
     assert r["auc"] > 0.5
 

@@ -221,6 +221,16 @@ def train_cmd(
     ] = True,
     target_real_accuracy: Annotated[float, typer.Option(help="Threshold target.")] = 0.9,
     cv_folds: Annotated[int, typer.Option(help="Identity-grouped CV folds for the estimate.")] = 5,
+    query_pairs: Annotated[
+        bool,
+        typer.Option(
+            help="Also train on single-reference pairs claimed by stage 1, as eval ranks "
+            "them (raises mAP, lowers leave-one-out detection accuracy; README)."
+        ),
+    ] = False,
+    query_pair_ratio: Annotated[
+        float | None, typer.Option(help="Cap pair rows at this multiple of the other rows.")
+    ] = None,
     face_backend: Annotated[str | None, typer.Option(help="dlib | insightface.")] = None,
     cache: Annotated[Path | None, typer.Option(help="Feature cache folder.")] = None,
     allow_random_backbone: Annotated[bool, typer.Option(hidden=True)] = False,
@@ -251,6 +261,9 @@ def train_cmd(
             groups=[g.strip() for g in groups.split(",") if g.strip()],
             target_real_accuracy=target_real_accuracy,
             cv_folds=cv_folds,
+            query_pairs=query_pairs,
+            query_pair_ratio=query_pair_ratio,
+            match_threshold=_settings().match_threshold,
             cache_dir=cache or settings.data_dir / "eval-cache",
             progress=lambda d, n, _w: prog.update(task, completed=d, total=n),
         )

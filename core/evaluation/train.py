@@ -57,6 +57,50 @@ def training_matrix(
     return X, y, groups, methods, keep
 
 
+def query_pair_matrix(
+    ds: DatasetFeatures,
+    ex: FeatureExtractor,
+    names: Sequence[str],
+    match_threshold: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rows as the retrieval protocol sees them: each real photo q of each identity X
+    as X's only reference, and every other image that stage 1 claims for X. Label 1
+    for fakes of X, 0 for real photos (of X, or of look-alikes stage 1 let through);
+    fakes of other people are left out (neither label fits). Returns X, y, groups
+    (of the claimed image) and methods."""
+    groups_all = identity_groups(ds.rows)
+    feats, y, grp, meth = [], [], [], []
+    for name, reals in ds.real_by_name.items():
+        for q in reals:
+            kq, _ = ds.best_face(q, name)
+            if kq is None:
+                continue
+            ref = ds.entry(ex, q, kq)
+            emb = ds.embeddings[q][kq]
+            for i, row in enumerate(ds.rows):
+                if i == q or not len(ds.embeddings[i]):
+                    continue
+                if row.label == "fake" and name not in row.identities:
+                    continue
+                sims = ds.embeddings[i] @ emb
+                k = int(np.argmax(sims))
+                if sims[k] < match_threshold:
+                    continue
+                f = ex.features(ds.entry(ex, i, k), [ref])
+                feats.append([f[n] for n in names])
+                y.append(int(row.label == "fake"))
+                grp.append(groups_all[i])
+                meth.append(row.method)
+    ds.save()
+    width = len(names)
+    return (
+        np.array(feats, np.float64).reshape(-1, width),
+        np.array(y, int),
+        np.array(grp),
+        np.array(meth),
+    )
+
+
 def grouped_cv(
     X: np.ndarray,
     y: np.ndarray,
@@ -66,9 +110,11 @@ def grouped_cv(
     folds: int = 5,
     seed: int = 0,
     target: float = 0.9,
+    report_rows: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Identity-disjoint K-fold estimate: each fold's head is trained (with its own
-    inner CV for C, calibration and threshold) without the test fold's people."""
+    inner CV for C, calibration and threshold) without the test fold's people.
+    Metrics are over ``report_rows`` (a mask; default every row)."""
     from sklearn.model_selection import StratifiedGroupKFold
 
     score = np.zeros(len(y))
@@ -79,7 +125,9 @@ def grouped_cv(
         )
         score[te] = head.predict_proba(X[te])
         pred[te] = head.predict(X[te])
-    out = detection_metrics(y, score, pred, methods)
+    m = np.ones(len(y), bool) if report_rows is None else np.asarray(report_rows, bool)
+    out = detection_metrics(y[m], score[m], pred[m], methods[m])
+    out["rows"] = "leave-one-out rows" if report_rows is not None else "all rows"
     out["folds"] = folds
     out["seed"] = seed
     return out
@@ -97,17 +145,46 @@ def train_detector(
     seed: int = 0,
     cache_dir: Path | None = None,
     progress: Progress | None = None,
+    query_pairs: bool = False,
+    match_threshold: float | None = None,
+    query_pair_ratio: float | None = None,
 ) -> Head:
-    """Fit and save a head for ``extractor`` on ``manifest``; returns it."""
+    """Fit and save a head for ``extractor`` on ``manifest``; returns it.
+
+    ``query_pairs`` adds the rows of query_pair_matrix (single reference, stage-1
+    claims of look-alikes) to the leave-one-out rows, so the head is trained on what
+    the ranking of ``idwatch eval`` (and the system, early after registration) sees;
+    ``query_pair_ratio`` caps them at that multiple of the leave-one-out rows (a seeded
+    random subset), None keeps all."""
     rows = read_manifest(manifest)
     ds = DatasetFeatures(rows, backend, cache_dir)
     ds.detect_all(progress)
     names = select_names(extractor.feature_names(), groups)
     X, y, grp, methods, keep = training_matrix(ds, extractor, names, progress)
+    n_loo = len(y)
+    if query_pairs:
+        thr = backend.match_threshold if match_threshold is None else match_threshold
+        Xp, yp, gp, mp = query_pair_matrix(ds, extractor, names, thr)
+        cap = None if query_pair_ratio is None else int(round(query_pair_ratio * n_loo))
+        if cap is not None and cap < len(yp):
+            pick = np.sort(np.random.default_rng(seed).choice(len(yp), cap, replace=False))
+            Xp, yp, gp, mp = Xp[pick], yp[pick], gp[pick], mp[pick]
+        X, y = np.vstack([X, Xp]), np.concatenate([y, yp])
+        grp, methods = np.concatenate([grp, gp]), np.concatenate([methods, mp])
     if len(set(y.tolist())) < 2:
         raise ValueError("training needs real and fake images with a detected face")
     cv = (
-        grouped_cv(X, y, names, grp, methods, cv_folds, seed, target_real_accuracy)
+        grouped_cv(
+            X,
+            y,
+            names,
+            grp,
+            methods,
+            cv_folds,
+            seed,
+            target_real_accuracy,
+            report_rows=np.arange(len(y)) < n_loo,
+        )
         if cv_folds >= 2 and len(set(grp.tolist())) >= cv_folds
         else None
     )
@@ -125,11 +202,19 @@ def train_detector(
         training={
             "manifest": str(Path(manifest).resolve()),
             "n": int(len(y)),
+            "n_leave_one_out_rows": int(n_loo),
+            "n_query_pair_rows": int(len(y) - n_loo),
             "n_fake": int(y.sum()),
             "n_without_face": int(len(rows) - len(keep)),
             "n_identity_groups": n_groups,
             "groups": list(groups),
-            "references": "leave-one-out: the other real photos of the labelled identity",
+            "references": "leave-one-out: the other real photos of the labelled identity"
+            + (
+                "; plus query pairs: one real photo as the only reference, every image "
+                "stage 1 claims for it"
+                if query_pairs
+                else ""
+            ),
             "face_backend": backend.name,
             "target": f"threshold at real accuracy {target_real_accuracy:.2f} on inner "
             "identity-grouped out-of-fold scores",
