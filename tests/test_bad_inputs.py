@@ -58,6 +58,9 @@ KNOWN_BUGS = {
 }
 # Of those, the ones that abort a whole folder scan (and so are left out of it).
 ABORTS_FOLDER_SCAN = {"name_not_utf8"}
+# Big pictures already run alone; the folder and watcher runs leave them out to save
+# ~10 s each (they test the walking rules, and the pipeline behind them is the same).
+HEAVY = {"at_pixel_limit", "forty_faces", "huge_face_3000px"}
 
 
 # --- running the corpus ---------------------------------------------------------------------
@@ -240,6 +243,31 @@ def _report(problems: dict[str, list[str]]) -> str:
     return "\n".join(f"{kind}: {'; '.join(p)}" for kind, p in problems.items())
 
 
+def test_check_case_flags_what_it_should(tmp_path: Path) -> None:
+    """The checker itself: a failed upload, a wrong code, a wrong face count, a hang."""
+    case = Case("k", tmp_path, REJECTED, "truncated")
+    summary = ScanSummary(submitted=1, upload_ids=[1])
+
+    def result(status: str, reason: str | None, faces: int | None = None) -> CaseResult:
+        up = UploadView(1, status, reason, faces, (None, None), faces or 0, 0, "x", "n")
+        return CaseResult(case, summary=summary, uploads=[up])
+
+    assert check_case(result(REJECTED, "truncated: the file ends")) == []
+    assert check_case(result("failed", "RuntimeError: boom"))
+    assert check_case(result(REJECTED, "corrupt: broken"))
+    assert check_case(result(REJECTED, "made_up: code"))
+    assert check_case(CaseResult(case, hung=True))
+    assert check_case(CaseResult(case, error="Traceback ..."))
+    faces = Case("f", tmp_path, DONE, None, expect_faces=1)
+    assert (
+        check_case(CaseResult(faces, summary=summary, uploads=[result(DONE, None, 1).uploads[0]]))
+        == []
+    )
+    assert check_case(
+        CaseResult(faces, summary=summary, uploads=[result(DONE, None, 0).uploads[0]])
+    )
+
+
 def test_corpus_covers_at_least_30_kinds(run: CorpusRun) -> None:
     kinds = [c.kind for c in run.cases]
     assert len(kinds) == len(set(kinds)) >= 30
@@ -288,13 +316,19 @@ def test_nothing_outside_the_folder_is_read(run: CorpusRun) -> None:
     assert not [u.original_name for u in run.all_uploads if u.original_name.startswith(outside)]
 
 
+def _build_without(dir: Path, kinds: set[str]) -> list[Case]:
+    """The corpus minus the files of ``kinds`` (all of them plain files)."""
+    cases = build_corpus(dir)
+    for c in cases:
+        if c.kind in kinds:
+            c.path.unlink()
+    return [c for c in cases if c.kind not in kinds]
+
+
 def test_folder_scan_gives_the_same_verdicts(tmp_path: Path) -> None:
     """One scan of the whole corpus folder, no identity registered: every file it takes
     gets the verdict it got alone, skipped entries are not taken, nothing escapes."""
-    cases = build_corpus(tmp_path)
-    for c in cases:
-        if c.kind in ABORTS_FOLDER_SCAN:
-            c.path.unlink()
+    cases = _build_without(tmp_path, ABORTS_FOLDER_SCAN | HEAVY)
     root = tmp_path / "corpus"
     svc = _services(tmp_path / "data")
     try:
@@ -310,9 +344,7 @@ def test_folder_scan_gives_the_same_verdicts(tmp_path: Path) -> None:
         verdict(c.expect_status, c.expect_reason_prefix)
         for c in cases
         # A FIFO named by hand is refused; in a folder it is not even taken.
-        if c.expect_status != SKIPPED
-        and c.kind not in ABORTS_FOLDER_SCAN
-        and c.kind != "fifo_named_explicitly"
+        if c.expect_status != SKIPPED and c.kind != "fifo_named_explicitly"
         for _ in range(c.expect_uploads)
     )
     got = Counter(verdict(u.status, u.reason) for u in ups)
@@ -345,7 +377,7 @@ def _expected_watch_files(root: Path) -> set[str]:
 def test_watched_folder_takes_regular_files_only_and_ends_them_terminal(
     tmp_path: Path,
 ) -> None:
-    build_corpus(tmp_path)
+    _build_without(tmp_path, HEAVY)
     root = tmp_path / "corpus"
     svc = _services(tmp_path / "data")
     try:
