@@ -424,6 +424,22 @@ def test_two_faces_of_a_protected_person_in_one_upload(run: CorpusRun) -> None:
     assert check_case(res) == []
 
 
+@pytest.mark.xfail(strict=True, reason=KNOWN_BUGS["two_protected_faces"])
+def test_backfill_of_an_upload_with_two_faces_of_the_new_identity(tmp_path: Path) -> None:
+    """The same bug through backfill: registering a person who appears twice in an earlier
+    upload raises out of register_identity, after the identity is already stored."""
+    cases = {c.kind: c for c in build_corpus(tmp_path)}
+    svc = _services(tmp_path / "data")
+    try:
+        assert scan(svc, [cases["two_protected_faces"].path]).done == 1  # nobody protected yet
+        reg = register_identity(svc, "Eileen Collins", [reference_photo(tmp_path)])
+        assert reg.backfill is not None
+        ups = _all_uploads(svc)
+    finally:
+        svc.close()
+    assert [(u.status, u.matched) for u in ups] == [(DONE, 2)]
+
+
 @pytest.mark.xfail(strict=True, reason=KNOWN_BUGS["name_not_utf8"])
 def test_file_name_that_is_not_utf8(run: CorpusRun) -> None:
     """core/pipeline/submit.py _insert stores ``original_name`` (and, for unreadable
