@@ -47,27 +47,69 @@ def unique_bytes(path: Path, k: int) -> bytes:
     return buf.getvalue()
 
 
-class WebhookReceiver:
-    """Records signed alert webhooks on 127.0.0.1 with their arrival times."""
+def free_port() -> int:
+    import socket
 
-    def __init__(self) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def idwatch(env: dict, *args: str, timeout: float = 240):
+    """Run the idwatch CLI in a subprocess with ``env``; fail loudly on a non-zero exit."""
+    import subprocess
+    import sys
+
+    res = subprocess.run(
+        [sys.executable, "-m", "workers.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if res.returncode != 0:
+        raise RuntimeError(f"idwatch {' '.join(args)}:\n{res.stdout}\n{res.stderr}")
+    return res
+
+
+class WebhookReceiver:
+    """Receives alert webhooks on 127.0.0.1, records arrival times and, given the
+    secret, verifies each signature (a bad one is counted and answered 401)."""
+
+    def __init__(self, secret: str | None = None) -> None:
         import json
         import threading
         import time
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-        self.arrivals: dict[int, float] = {}  # upload id -> perf_counter at arrival
+        from core.alerts.webhook import verify
+
+        self.arrivals: dict[int, float] = {}  # upload id -> perf_counter at first arrival
+        self.deliveries: list[dict] = []  # {"id": delivery id, "event": payload}
+        self.bad = 0
         self._cond = threading.Condition()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 - http.server API
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                event = json.loads(body)
+                ok = secret is None or verify(
+                    secret.encode(),
+                    body,
+                    self.headers.get("X-Idwatch-Timestamp", ""),
+                    self.headers.get("X-Idwatch-Signature", ""),
+                )
                 with outer._cond:
-                    outer.arrivals.setdefault(event["upload_id"], time.perf_counter())
+                    if ok:
+                        event = json.loads(body)
+                        outer.deliveries.append(
+                            {"id": self.headers.get("X-Idwatch-Delivery"), "event": event}
+                        )
+                        outer.arrivals.setdefault(event["upload_id"], time.perf_counter())
+                    else:
+                        outer.bad += 1
                     outer._cond.notify_all()
-                self.send_response(200)
+                self.send_response(200 if ok else 401)
                 self.end_headers()
 
             def log_message(self, *a):

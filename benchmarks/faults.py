@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,30 +28,12 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from benchmarks.common import demo_images
+from benchmarks.common import demo_images, free_port, idwatch
 from core.pipeline.identities import register_identity
 from core.pipeline.runner import scan
 from core.settings import Settings
 
 PROTECTED = "Eileen Collins"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _idwatch(env, *args, timeout=240):
-    res = subprocess.run(
-        [sys.executable, "-m", "workers.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert res.returncode == 0, f"{args}: {res.stdout}\n{res.stderr}"
-    return res
 
 
 def restart_redis(log_dir: Path) -> None:
@@ -128,12 +109,7 @@ def _restart_proc(env: dict, name: str, argv_expr: str) -> None:
 
 
 def _restart_worker(env: dict, q: str) -> None:
-    _restart_proc(
-        env,
-        f"worker-{q}",
-        f"[sys.executable, '-m', 'celery', '-A', 'workers.app', "
-        f"'worker', '-Q', {q!r}, '-n', {q!r} + '@%h', '-c', '1']",
-    )
+    _restart_proc(env, f"worker-{q}", f"__import__('workers.stack').stack.worker_argv([{q!r}])")
 
 
 def _counts(engine) -> dict:
@@ -185,7 +161,7 @@ def run_faults(
             "IDWATCH_DATA_DIR": str(data_dir),
             "IDWATCH_DATABASE_URL": pg_url,
             "IDWATCH_BROKER_URL": f"redis://127.0.0.1:6379/{redis_db}",
-            "IDWATCH_MILVUS_URI": f"http://127.0.0.1:{_free_port()}",
+            "IDWATCH_MILVUS_URI": f"http://127.0.0.1:{free_port()}",
             "IDWATCH_NOTIFIER": "log",
             "IDWATCH_WATCH_SETTLE_S": "0.3",
             "IDWATCH_TASK_TIME_LIMIT_S": "40",
@@ -198,8 +174,8 @@ def run_faults(
     log_dir.mkdir()
     injected: list[str] = []
     try:
-        _idwatch(env, "up", "--watch", str(inbox), "--sweep-after", "15")
-        _idwatch(env, "identity", "add", PROTECTED, *map(str, refs[PROTECTED]))
+        idwatch(env, "up", "--watch", str(inbox), "--sweep-after", "15")
+        idwatch(env, "identity", "add", PROTECTED, *map(str, refs[PROTECTED]))
         feed_interval = 0.4
 
         def feed():

@@ -9,26 +9,20 @@ after a worker is killed with SIGKILL mid-run.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
 from sqlalchemy import create_engine, text
 
-from core.alerts.webhook import verify
+from benchmarks.common import WebhookReceiver, free_port, idwatch, unique_bytes
 from core.demo.dataset import load_manifest, load_references
 
 pytestmark = [pytest.mark.postgres, pytest.mark.distributed]
@@ -37,61 +31,6 @@ REDIS_DB = 11
 SECRET = "test-webhook-secret"
 API_KEY = "test-api-key"
 TERMINAL = ("done", "rejected", "failed")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Receiver:
-    """A webhook receiver on 127.0.0.1 that verifies every delivery."""
-
-    def __init__(self) -> None:
-        self.deliveries: list[dict] = []
-        self.bad = 0
-        outer = self
-
-        class H(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server API
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                ok = verify(
-                    SECRET.encode(),
-                    body,
-                    self.headers.get("X-Idwatch-Timestamp", ""),
-                    self.headers.get("X-Idwatch-Signature", ""),
-                )
-                if ok:
-                    outer.deliveries.append(
-                        {"id": self.headers["X-Idwatch-Delivery"], "event": json.loads(body)}
-                    )
-                else:
-                    outer.bad += 1
-                self.send_response(200 if ok else 401)
-                self.end_headers()
-
-            def log_message(self, *a):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-
-
-def _idwatch(env: dict, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    res = subprocess.run(
-        [sys.executable, "-m", "workers.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert res.returncode == 0, f"idwatch {' '.join(args)}:\n{res.stdout}\n{res.stderr}"
-    return res
 
 
 def _wait(pred, timeout: float, what: str, interval: float = 0.5):
@@ -104,21 +43,12 @@ def _wait(pred, timeout: float, what: str, interval: float = 0.5):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _unique_variant(path: Path, k: int) -> bytes:
-    """Same picture, different bytes (so de-duplication does not merge them)."""
-    rgb = np.asarray(Image.open(path).convert("RGB")).copy()
-    rgb[0, 0] = (k % 256, (k // 256) % 256, 7)
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 @pytest.fixture
 def stack(tmp_path, pg_url, demo_set):
     import redis
 
     redis.Redis(db=REDIS_DB).flushdb()
-    receiver = Receiver()
+    receiver = WebhookReceiver(SECRET)
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDWATCH_")}
@@ -127,11 +57,11 @@ def stack(tmp_path, pg_url, demo_set):
             "IDWATCH_DATA_DIR": str(tmp_path / "data"),
             "IDWATCH_DATABASE_URL": pg_url,
             "IDWATCH_BROKER_URL": f"redis://127.0.0.1:6379/{REDIS_DB}",
-            "IDWATCH_MILVUS_URI": f"http://127.0.0.1:{_free_port()}",
+            "IDWATCH_MILVUS_URI": f"http://127.0.0.1:{free_port()}",
             "IDWATCH_API_KEYS": API_KEY,
-            "IDWATCH_API_PORT": str(_free_port()),
+            "IDWATCH_API_PORT": str(free_port()),
             "IDWATCH_FLOWER_BASIC_AUTH": "admin:flower-pw",
-            "IDWATCH_FLOWER_PORT": str(_free_port()),
+            "IDWATCH_FLOWER_PORT": str(free_port()),
             "IDWATCH_NOTIFIER": "log,webhook",
             "IDWATCH_WEBHOOK_URL": receiver.url,
             "IDWATCH_WEBHOOK_SECRET": SECRET,
@@ -142,7 +72,7 @@ def stack(tmp_path, pg_url, demo_set):
             "IDWATCH_VISIBILITY_TIMEOUT_S": "45",
         }
     )
-    _idwatch(env, "up", "--watch", str(inbox))
+    idwatch(env, "up", "--watch", str(inbox))
     engine = create_engine(pg_url)
     try:
         yield {
@@ -185,7 +115,7 @@ def test_distributed_end_to_end(stack):
     env, engine, rx, demo = stack["env"], stack["engine"], stack["receiver"], stack["demo"]
     _wait(lambda: _port_answers(stack["api"] + "/healthz"), 90, "the ingest API")
     refs = load_references(demo)
-    _idwatch(env, "identity", "add", "Eileen Collins", *map(str, refs["Eileen Collins"]))
+    idwatch(env, "identity", "add", "Eileen Collins", *map(str, refs["Eileen Collins"]))
 
     rows = load_manifest(demo / "manifest.csv")
     via_folder, via_api = rows[::2], rows[1::2]
@@ -236,7 +166,7 @@ def test_distributed_end_to_end(stack):
     assert {w.split("@")[0] for w in workers} == {"crop", "embed", "index", "classify"}
 
     # Registration backfill on the queue: Tom Hanks's earlier uploads are found.
-    _idwatch(env, "identity", "add", "Tom Hanks", *map(str, refs["Tom Hanks"]))
+    idwatch(env, "identity", "add", "Tom Hanks", *map(str, refs["Tom Hanks"]))
     tom = _scalar(engine, "SELECT id FROM identities WHERE name = 'Tom Hanks'")
     _wait(
         lambda: (
@@ -258,7 +188,7 @@ def test_distributed_end_to_end(stack):
     log = (Path(env["IDWATCH_DATA_DIR"]) / "logs" / "worker-crop.log").read_text()
     assert "Refusing to deserialize untrusted content of type pickle" in log
 
-    status = json.loads(_idwatch(env, "status", "--json").stdout)
+    status = json.loads(idwatch(env, "status", "--json").stdout)
     assert status["uploads"] == {"done": len(rows), "received": 1}  # + the refused one
     assert set(status["queues"]) == {"crop", "embed", "index", "classify"}
 
@@ -273,7 +203,7 @@ def _pickle_message(env: dict, demo: Path) -> int:
         "print(uid)"
     )
     img = demo / "references" / "eileen_collins.png"
-    data = _unique_variant(img, 999)
+    data = unique_bytes(img, 999)
     target = Path(env["IDWATCH_DATA_DIR"]) / "pickled.png"
     target.write_bytes(data)
     res = subprocess.run(
@@ -302,12 +232,12 @@ def test_worker_killed_mid_run_loses_nothing(stack):
     env, engine, rx, demo = stack["env"], stack["engine"], stack["receiver"], stack["demo"]
     data_dir = Path(env["IDWATCH_DATA_DIR"])
     refs = load_references(demo)
-    _idwatch(env, "identity", "add", "Eileen Collins", *map(str, refs["Eileen Collins"]))
+    idwatch(env, "identity", "add", "Eileen Collins", *map(str, refs["Eileen Collins"]))
     rows = load_manifest(demo / "manifest.csv")
     n = 0
     for k in range(3):  # 60 uploads with distinct bytes
         for r in rows:
-            (stack["inbox"] / f"{k}_{r.path.stem}.png").write_bytes(_unique_variant(r.path, k))
+            (stack["inbox"] / f"{k}_{r.path.stem}.png").write_bytes(unique_bytes(r.path, k))
             n += 1
     # Kill each model worker (whole process group, SIGKILL) while work is in flight.
     for name in ("worker-crop", "worker-embed", "worker-classify"):
@@ -318,11 +248,9 @@ def test_worker_killed_mid_run_loses_nothing(stack):
             [
                 sys.executable,
                 "-c",
-                "import sys; from core.settings import Settings; "
-                "from workers.stack import start; "
-                f"q='{name.split('-')[1]}'; "
-                "start(Settings(), 'worker-'+q, [sys.executable, '-m', 'celery', '-A', "
-                "'workers.app', 'worker', '-Q', q, '-n', q+'@%h', '-c', '1'])",
+                "from core.settings import Settings; "
+                "from workers.stack import start, worker_argv; "
+                f"start(Settings(), {name!r}, worker_argv([{name.split('-')[1]!r}]))",
             ],
             env=env,
             check=True,

@@ -381,22 +381,9 @@ def worker_cmd(
     if not Settings().broker_url:
         console.print("[red]set IDWATCH_BROKER_URL (e.g. redis://127.0.0.1:6379/0)[/red]")
         raise typer.Exit(2)
-    argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "workers.app",
-        "worker",
-        "-Q",
-        ",".join(qs),
-        "-n",
-        f"{'+'.join(qs)}@%h",
-        "-c",
-        str(concurrency),
-        "--loglevel",
-        loglevel,
-    ]
+    from workers.stack import worker_argv
+
+    argv = worker_argv(qs, concurrency, loglevel)
     os.execv(sys.executable, argv)
 
 

@@ -94,6 +94,26 @@ def start(settings: Settings, name: str, argv: list[str], env: dict | None = Non
     return Proc(name, p.pid, log)
 
 
+def worker_argv(queues: list[str], concurrency: int = 1, loglevel: str = "INFO") -> list[str]:
+    """The Celery worker command for some queues, named after them (``crop@host``)."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.app",
+        "worker",
+        "-Q",
+        ",".join(queues),
+        "-n",
+        f"{'+'.join(queues)}@%h",
+        "-c",
+        str(concurrency),
+        "--loglevel",
+        loglevel,
+    ]
+
+
 def local_milvus(settings: Settings) -> tuple[str, int] | None:
     """(host, port) if the Milvus URI names a server on this machine."""
     uri = settings.milvus_uri or ""
@@ -150,28 +170,7 @@ def up(
         if not wait_port(*ml, timeout=60):
             raise RuntimeError(f"milvus-lite server did not open {ml[0]}:{ml[1]}; see logs")
     for q in QUEUES:
-        procs.append(
-            start(
-                settings,
-                f"worker-{q}",
-                [
-                    py,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "workers.app",
-                    "worker",
-                    "-Q",
-                    q,
-                    "-n",
-                    f"{q}@%h",
-                    "-c",
-                    str(concurrency),
-                    "--loglevel",
-                    "INFO",
-                ],
-            )
-        )
+        procs.append(start(settings, f"worker-{q}", worker_argv([q], concurrency)))
     if settings.api_keys:
         procs.append(start(settings, "api", [py, "-m", "workers.cli", "api"]))
     if settings.flower_basic_auth:

@@ -9,12 +9,12 @@ crop stage store chips and the embed stage batch them across uploads.
 
 from __future__ import annotations
 
-import threading
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
+
+from core.lazy_model import LazyModel
 
 
 @dataclass
@@ -43,30 +43,13 @@ class DetectedFace:
         return max(self.width, 0.0) * max(self.height, 0.0)
 
 
-class FaceBackend(ABC):
+class FaceBackend(LazyModel):
     """Detect + align + embed. Subclasses implement ``_load`` and the ``_`` methods."""
 
-    name: str = ""
     embedding_dim: int = 0
     chip_size: int = 112
     # Cosine similarity at or above which two faces are taken as the same person.
     match_threshold: float = 0.5
-
-    def __init__(self, model_dir: Path | None = None) -> None:
-        self.model_dir = model_dir
-        self._lock = threading.Lock()
-        self._loaded = False
-
-    def load(self) -> None:
-        if self._loaded:
-            return
-        with self._lock:
-            if not self._loaded:
-                self._load()
-                self._loaded = True
-
-    @abstractmethod
-    def _load(self) -> None: ...
 
     def detect(self, rgb: np.ndarray) -> list[DetectedFace]:
         self.load()

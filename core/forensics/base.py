@@ -9,14 +9,13 @@ the image alone).
 
 from __future__ import annotations
 
-import threading
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from core.faces.base import DetectedFace
+from core.lazy_model import LazyModel
 
 
 @dataclass
@@ -49,31 +48,14 @@ class ForensicResult:
     parts: dict[str, float] = field(default_factory=dict)  # per-signal scores, for reports
 
 
-class ForgeryDetector(ABC):
+class ForgeryDetector(LazyModel):
     """Lazy-loading detector; subclasses implement ``_load`` and ``_score``."""
 
-    name: str = ""
     threshold: float = 0.5
-
-    def __init__(self, model_dir: Path | None = None) -> None:
-        self.model_dir = model_dir
-        self._lock = threading.Lock()
-        self._loaded = False
-
-    def load(self) -> None:
-        if self._loaded:
-            return
-        with self._lock:
-            if not self._loaded:
-                self._load()
-                self._loaded = True
 
     def score(self, inp: ForensicInput) -> ForensicResult:
         self.load()
         return self._score(inp)
-
-    @abstractmethod
-    def _load(self) -> None: ...
 
     @abstractmethod
     def _score(self, inp: ForensicInput) -> ForensicResult: ...
