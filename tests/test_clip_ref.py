@@ -78,7 +78,7 @@ def _images(n: int, fake: bool, seed: int) -> list[np.ndarray]:
 
 
 def test_make_encoder_refuses_without_weights(tmp_path: Path) -> None:
-    with pytest.raises(ModelUnavailable, match="CLIP ViT-L/14"):
+    with pytest.raises(ModelUnavailable, match="CLIP ViT-L/14 weights are needed"):
         make_encoder(tmp_path)
 
 

@@ -352,3 +352,22 @@ def test_dataset_features_cache_round_trip(tmp_path: Path) -> None:
     ds2.detect_all()
     assert ds2.entry(RedExtractor(), 0, 0) == e
     assert len(ds2.faces[4]) == 0 and ds2.embeddings[0].shape == (1, 2)
+
+
+def test_train_clip_without_weights_is_a_clean_error(tmp_path: Path) -> None:
+    res = CliRunner().invoke(
+        _cli(),
+        [
+            "detector",
+            "train",
+            str(tmp_path / "m.csv"),
+            "--out",
+            str(tmp_path / "h.json"),
+            "--backbone",
+            "clip",
+            "--face-backend",
+            "dlib",
+        ],
+        env={"IDWATCH_MODEL_DIR": str(tmp_path)},
+    )
+    assert res.exit_code == 2 and "CLIP ViT-L/14" in res.output

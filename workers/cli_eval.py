@@ -188,8 +188,15 @@ def eval_cmd(
     if not manifest.is_file():
         console.print(f"[red]no such manifest: {manifest}")
         raise typer.Exit(2)
-    backend = _backend(face_backend, model_dir)
-    scorer = make_scorer(detector, backend, model_dir, allow_random_backbone)
+    from core.errors import ModelUnavailable
+    from core.forensics.head import HeadFormatError
+
+    try:
+        backend = _backend(face_backend, model_dir)
+        scorer = make_scorer(detector, backend, model_dir, allow_random_backbone)
+    except (ModelUnavailable, HeadFormatError) as exc:
+        console.print(f"[red]{exc}")
+        raise typer.Exit(2) from exc
     thr = match_threshold if match_threshold is not None else settings.match_threshold
     with _progress() as prog:
         report = evaluate(
@@ -241,16 +248,23 @@ def train_cmd(
 
     settings = _settings()
     model_dir = settings.resolved_model_dir
-    backend = _backend(face_backend, model_dir)
-    q = 90 if format_blind else None
-    if backbone == "offline":
-        ex = OfflineExtractor(_dlib_for(backend), reencode_quality=q)
-    elif backbone == "clip":
-        from core.forensics.clip_ref import ClipRefExtractor, make_encoder
+    from core.errors import ModelUnavailable
 
-        ex = ClipRefExtractor(make_encoder(model_dir, allow_random_backbone), reencode_quality=q)
-    else:
+    if backbone not in ("offline", "clip"):
         raise typer.BadParameter("--backbone must be offline or clip")
+    q = 90 if format_blind else None
+    try:
+        backend = _backend(face_backend, model_dir)
+        if backbone == "offline":
+            ex = OfflineExtractor(_dlib_for(backend), reencode_quality=q)
+        else:
+            from core.forensics.clip_ref import ClipRefExtractor, make_encoder
+
+            enc = make_encoder(model_dir, allow_random_backbone)
+            ex = ClipRefExtractor(enc, reencode_quality=q)
+    except ModelUnavailable as exc:
+        console.print(f"[red]{exc}")
+        raise typer.Exit(2) from exc
     with _progress() as prog:
         task = prog.add_task("features", total=None)
         head = train_detector(

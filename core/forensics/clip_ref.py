@@ -73,7 +73,7 @@ def make_encoder(
     ckpt = find_clip_checkpoint(model_dir) if model_dir is not None else None
     if ckpt is None and not allow_random_backbone:
         raise ModelUnavailable(
-            f"clip-ref needs OpenAI CLIP ViT-L/14 weights in {Path(model_dir or '.') / 'clip'} "
+            f"OpenAI CLIP ViT-L/14 weights are needed in {Path(model_dir or '.') / 'clip'} "
             "(ViT-L-14.pt, open_clip_pytorch_model.bin or *.safetensors)"
         )
     return ClipImageEncoder(ckpt, num_threads=num_threads)
