@@ -8,8 +8,8 @@ each on fresh Services: the verdicts must be the same, links out of the folder a
 FIFOs must never be opened, and every taken file must end terminal.
 
 Bad input is *rejected* with a reason code; ``failed`` is for the system's own errors
-and must never be the answer to a bad file. Known pipeline bugs found by this corpus
-are the ``xfail(strict=True)`` tests at the bottom (see ``KNOWN_BUGS``).
+and must never be the answer to a bad file. The tests at the bottom pin two bugs this
+corpus found (two matched faces in one upload; a non-UTF-8 file name).
 """
 
 from __future__ import annotations
@@ -50,14 +50,6 @@ from tests.badcorpus import (
 CASE_TIMEOUT_S = 60.0  # the slowest case (40 faces, or the 3000 px face) takes ~7 s here
 MAX_RSS_GROWTH_MB = 1536  # peak RSS growth across the whole corpus, models already loaded
 
-# Cases the pipeline currently gets wrong; each has a strict xfail test below. The lead
-# removes an entry (and the xfail) once the bug is fixed.
-KNOWN_BUGS = {
-    "two_protected_faces": "verdict.score_matches expunges the same Upload once per match",
-    "name_not_utf8": "a non-UTF-8 file name raises UnicodeEncodeError out of scan()",
-}
-# Of those, the ones that abort a whole folder scan (and so are left out of it).
-ABORTS_FOLDER_SCAN = {"name_not_utf8"}
 # Big pictures already run alone; the folder and watcher runs leave them out to save
 # ~10 s each (they test the walking rules, and the pipeline behind them is the same).
 HEAVY = {"at_pixel_limit", "forty_faces", "huge_face_3000px"}
@@ -287,7 +279,7 @@ def test_every_case_ends_as_expected(run: CorpusRun) -> None:
     problems = {
         kind: p
         for kind, res in run.results.items()
-        if kind not in KNOWN_BUGS and (p := check_case(res))
+        if (p := check_case(res))
     }
     assert not problems, _report(problems)
 
@@ -295,7 +287,7 @@ def test_every_case_ends_as_expected(run: CorpusRun) -> None:
 def test_no_case_hangs_raises_or_crawls(run: CorpusRun) -> None:
     slow = {k: r.seconds for k, r in run.results.items() if r.seconds > CASE_TIMEOUT_S / 2}
     assert not slow, f"cases near the time bound: {slow}"
-    raised = {k: r.error for k, r in run.results.items() if r.error and k not in KNOWN_BUGS}
+    raised = {k: r.error for k, r in run.results.items() if r.error}
     assert not raised, raised
     assert not any(r.hung for r in run.results.values())
 
@@ -328,7 +320,7 @@ def _build_without(dir: Path, kinds: set[str]) -> list[Case]:
 def test_folder_scan_gives_the_same_verdicts(tmp_path: Path) -> None:
     """One scan of the whole corpus folder, no identity registered: every file it takes
     gets the verdict it got alone, skipped entries are not taken, nothing escapes."""
-    cases = _build_without(tmp_path, ABORTS_FOLDER_SCAN | HEAVY)
+    cases = _build_without(tmp_path, HEAVY)
     root = tmp_path / "corpus"
     svc = _services(tmp_path / "data")
     try:
@@ -412,10 +404,9 @@ def test_watched_folder_takes_regular_files_only_and_ends_them_terminal(
     assert secret not in {u.sha256 for u in ups}
 
 
-# --- known bugs (strict xfail: they start failing loudly once fixed) -----------------------
+# --- bugs this corpus found (fixed; kept as regression tests) ------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUGS["two_protected_faces"])
 def test_two_faces_of_a_protected_person_in_one_upload(run: CorpusRun) -> None:
     """core/pipeline/verdict.py score_matches: ``for *_, u in todo: s.expunge(u)`` runs
     once per match, and the same Upload instance is in ``todo`` once per matched face,
@@ -424,7 +415,6 @@ def test_two_faces_of_a_protected_person_in_one_upload(run: CorpusRun) -> None:
     assert check_case(res) == []
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUGS["two_protected_faces"])
 def test_backfill_of_an_upload_with_two_faces_of_the_new_identity(tmp_path: Path) -> None:
     """The same bug through backfill: registering a person who appears twice in an earlier
     upload raises out of register_identity, after the identity is already stored."""
@@ -440,15 +430,9 @@ def test_backfill_of_an_upload_with_two_faces_of_the_new_identity(tmp_path: Path
     assert [(u.status, u.matched) for u in ups] == [(DONE, 2)]
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUGS["name_not_utf8"])
 def test_file_name_that_is_not_utf8(run: CorpusRun) -> None:
     """core/pipeline/submit.py _insert stores ``original_name`` (and, for unreadable
     files, ``path``) as the str of the path; a non-UTF-8 name reaches Python as a
     surrogate escape that SQLite refuses, and runner.scan has no per-file guard."""
     res = run.results["name_not_utf8"]
     assert check_case(res) == []
-
-
-def test_known_bugs_are_real_cases(run: CorpusRun) -> None:
-    assert set(KNOWN_BUGS) <= set(run.results)
-    assert set(KNOWN_BUGS) >= ABORTS_FOLDER_SCAN

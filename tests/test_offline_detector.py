@@ -254,3 +254,25 @@ def test_packaged_head_ranks_faces_dev_above_chance(backend) -> None:
         y.append(r["label"] == "fake")
     assert sum(y) >= 5 and len(y) - sum(y) >= 5
     assert roc_auc_score(y, s) > 0.5
+
+
+def test_huge_upload_is_analysed_in_a_window_around_the_face():
+    import dataclasses
+
+    from core.faces.base import DetectedFace
+    from core.forensics.base import ForensicInput
+    from core.forensics.offline import MAX_ANALYSIS_SIDE, bounded
+
+    img = np.zeros((3000, 5000, 3), np.uint8)
+    img[2500:2600, 4500:4600] = 200  # the "face"
+    lm68 = np.tile([[4550.0, 2550.0]], (68, 1))
+    face = DetectedFace((4500, 2500, 4600, 2600), np.tile([[4550.0, 2550.0]], (5, 1)), 1.0,
+                        {"landmarks68": lm68.tolist()})
+    inp = ForensicInput(image=img, face=face, face_crop=np.zeros((256, 256, 3), np.uint8))
+    out = bounded(inp)
+    assert max(out.image.shape[:2]) == MAX_ANALYSIS_SIDE
+    x1, y1, x2, y2 = (int(v) for v in out.face.box)
+    assert (out.image[y1:y2, x1:x2] == 200).all()  # same pixels under the shifted box
+    assert np.allclose(out.face.extra["landmarks68"][0], [(x1 + x2) / 2, (y1 + y2) / 2])
+    small = dataclasses.replace(inp, image=img[:1000, :1000])
+    assert bounded(small) is small

@@ -16,6 +16,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -72,6 +73,10 @@ def _table(title: str, rows: list[dict], columns: list[str]) -> Table:
 
 
 def _fmt(v) -> str:
+    return escape(_plain(v))  # names come from uploads: never let them act as markup
+
+
+def _plain(v) -> str:
     if isinstance(v, str) and len(v) > 19 and v[4:5] == "-" and v[10:11] == "T":
         return v[:19].replace("T", " ")  # ISO time to the second
     if isinstance(v, float):
@@ -211,6 +216,8 @@ def _print_summary(s) -> None:
     )
     for reason, n in sorted(s.rejected_reasons.items()):
         out.print(f"  rejected {n}: {reason}")
+    for line in s.not_submitted:
+        out.print(f"  [red]not submitted[/red]: {escape(line)}")
 
 
 @app.command("scan")
@@ -238,7 +245,7 @@ def scan_cmd(
         _print_json(summary.as_dict())
     else:
         _print_summary(summary)
-    raise typer.Exit(1 if summary.failed or summary.pending else 0)
+    raise typer.Exit(1 if summary.failed or summary.pending or summary.not_submitted else 0)
 
 
 ALERT_COLUMNS = [

@@ -35,6 +35,37 @@ PACKAGED_HEAD = Path(__file__).resolve().parent / "heads" / "offline_v1.json"
 _REF_CACHE_SIZE = 256
 
 
+# Larger uploads are analysed in a window of this side around the face: the features
+# compare the face with its neighbourhood, and whole 50-megapixel frames would cost
+# gigabytes of float arrays per worker. Every faces-dev image fits, so the head's
+# training data is unaffected.
+MAX_ANALYSIS_SIDE = 2048
+
+
+def bounded(inp: ForensicInput, side: int = MAX_ANALYSIS_SIDE) -> ForensicInput:
+    h, w = inp.image.shape[:2]
+    if max(h, w) <= side:
+        return inp
+    x1, y1, x2, y2 = inp.face.box
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    sw, sh = min(side, w), min(side, h)
+    x0 = int(np.clip(cx - sw / 2, 0, w - sw))
+    y0 = int(np.clip(cy - sh / 2, 0, h - sh))
+    shift = np.array([x0, y0], np.float32)
+    face = dataclasses.replace(
+        inp.face,
+        box=(x1 - x0, y1 - y0, x2 - x0, y2 - y0),
+        landmarks=np.asarray(inp.face.landmarks, np.float32) - shift,
+        extra={
+            k: (np.asarray(v, np.float32) - shift).tolist() if k == "landmarks68" else v
+            for k, v in (inp.face.extra or {}).items()
+        },
+    )
+    return dataclasses.replace(
+        inp, image=np.ascontiguousarray(inp.image[y0 : y0 + sh, x0 : x0 + sw]), face=face
+    )
+
+
 class OfflineDetector(ForgeryDetector):
     name = "offline"
 
@@ -104,6 +135,7 @@ class OfflineDetector(ForgeryDetector):
     def features(self, inp: ForensicInput) -> dict[str, float]:
         self.load()
         refs = [self._ref_profile(r) for r in inp.references]
+        inp = bounded(inp)
         image, crop = self._prepare(inp.image, inp.face, inp.face_crop)
         if image is not inp.image:
             inp = dataclasses.replace(inp, image=image, face_crop=crop)

@@ -62,6 +62,16 @@ def run_upload(svc: Services, upload_id: int) -> str:
     return status
 
 
+def _submit(svc: Services, f: Path, source: str, summary: ScanSummary) -> Submission | None:
+    """Submit one file; an error here must not abort the rest of the batch."""
+    try:
+        return submit_path(svc, f, source)
+    except Exception as exc:
+        log.exception("could not submit %s", f)
+        summary.not_submitted.append(f"{f}: {type(exc).__name__}: {exc}")
+        return None
+
+
 @dataclass
 class ScanSummary:
     submitted: int = 0
@@ -75,6 +85,8 @@ class ScanSummary:
     rejected: int = 0
     failed: int = 0
     pending: int = 0  # distributed: not terminal when the wait ended
+    # Files that could not even be given a status row (the database refused, ...).
+    not_submitted: list[str] = field(default_factory=list)
     rejected_reasons: dict[str, int] = field(default_factory=dict)
     upload_ids: list[int] = field(default_factory=list)
 
@@ -92,10 +104,11 @@ def scan(
     summary = ScanSummary()
     subs: list[Submission] = []
     for i, f in enumerate(files):
-        sub = submit_path(svc, f, source)
-        subs.append(sub)
-        if sub.created and not is_terminal(sub.status):
-            run_upload(svc, sub.upload_id)
+        sub = _submit(svc, f, source, summary)
+        if sub is not None:
+            subs.append(sub)
+            if sub.created and not is_terminal(sub.status):
+                run_upload(svc, sub.upload_id)
         if progress:
             progress(i + 1, len(files), f)
     summary.submitted = len(subs)
@@ -120,12 +133,15 @@ def scan_distributed(
 
     files = collect_files(paths)
     subs: list[Submission] = []
+    summary = ScanSummary()
     for f in files:
-        sub = submit_path(svc, f, source)
+        sub = _submit(svc, f, source, summary)
+        if sub is None:
+            continue
         subs.append(sub)
         if sub.created and not is_terminal(sub.status):
             dispatcher.upload(sub.upload_id)
-    summary = ScanSummary(submitted=len(subs), duplicates=sum(not s.created for s in subs))
+    summary.submitted, summary.duplicates = len(subs), sum(not s.created for s in subs)
     summary.upload_ids = list(dict.fromkeys(s.upload_id for s in subs))
     deadline = time.monotonic() + timeout_s
     while True:

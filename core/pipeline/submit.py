@@ -33,6 +33,13 @@ def _sniff_format(data: bytes) -> str | None:
         return None
 
 
+def storable(text: str) -> str:
+    """Text that any database accepts: a file name that is not valid UTF-8 reaches
+    Python as lone surrogates, which SQLite and PostgreSQL refuse; keep it readable
+    with backslash escapes instead of failing the upload."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def submit_bytes(svc: Services, data: bytes, name: str, source: str = "cli") -> Submission:
     sha = hashlib.sha256(data).hexdigest()
     with svc.db.session() as s:
@@ -49,7 +56,8 @@ def submit_path(svc: Services, path: Path, source: str = "cli") -> Submission:
     try:
         data = read_bytes(path, svc.limits)
     except Rejected as rej:
-        key = hashlib.sha256(f"unread:{Path(path).resolve()}:{rej.code}".encode()).hexdigest()
+        ident = f"unread:{Path(path).resolve()}:{rej.code}".encode("utf-8", "surrogateescape")
+        key = hashlib.sha256(ident).hexdigest()
         return _insert(svc, key, str(path), str(path), source, UploadStatus.rejected, str(rej))
     return submit_bytes(svc, data, str(path), source)
 
@@ -63,11 +71,11 @@ def _insert(
         with svc.db.session() as s:
             up = Upload(
                 sha256=sha,
-                original_name=name[:2000],
-                path=rel,
+                original_name=storable(name)[:2000],
+                path=storable(rel),
                 source=source,
                 status=status,
-                reason=reason,
+                reason=None if reason is None else storable(reason),
             )
             s.add(up)
             s.flush()

@@ -74,7 +74,7 @@ def score_matches(
             (m.id, m.identity_id, m.similarity, m.reference_id, face_from_row(f), f.id, u)
             for m, f, u in s.execute(q.order_by(Upload.id, Face.idx))
         ]
-        for *_, u in todo:
+        for u in {id(u): u for *_, u in todo}.values():  # one upload, several faces
             s.expunge(u)
     created = 0
     if not todo:
