@@ -31,7 +31,7 @@ class Settings(BaseSettings):
 
     # Backends, chosen by name; "auto" picks the production model when its files exist.
     face_backend: str = "auto"  # auto | dlib | insightface
-    detector: str = "auto"  # auto | offline | univfd
+    detector: str = "auto"  # auto | offline | univfd | clip-ref
     detector_path: Path | None = Field(default=None, description="Trained offline head (JSON).")
     match_threshold: float | None = Field(
         default=None, description="Override of the backend's identity cosine threshold."

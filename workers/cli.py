@@ -577,5 +577,12 @@ def demo_cmd(
     out.print(f"HTML report: {report}")
 
 
+# Evaluation and training (issue: detection quality) live in their own module.
+from workers.cli_eval import detector_app, eval_cmd  # noqa: E402
+
+app.command("eval")(eval_cmd)
+app.add_typer(detector_app, name="detector")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from core.forensics.base import ForgeryDetector
 
-DETECTORS = ("offline", "univfd")
+DETECTORS = ("offline", "univfd", "clip-ref")
 
 
 def resolve_detector_name(name: str, model_dir: Path) -> str:
@@ -25,6 +25,10 @@ def make_detector(name: str, model_dir: Path, head_path: Path | None = None) -> 
         from core.forensics.univfd import UnivFDDetector
 
         return UnivFDDetector(model_dir)
+    if name == "clip-ref":
+        from core.forensics.clip_ref import ClipRefDetector
+
+        return ClipRefDetector(model_dir, head_path=head_path)
     from core.forensics.offline import OfflineDetector
 
     return OfflineDetector(model_dir=model_dir, head_path=head_path)
