@@ -1,7 +1,7 @@
 """Vector store latency, insert rate and HNSW recall on synthetic faces.
 
     python -m benchmarks.vectors --faces 10000,100000,1000000 [--mode file|server|both]
-        [--dim 512] [--queries 200] [--identities 1000] [--no-wait]
+        [--dim 512] [--queries 200] [--identities 1000] [--cluster K] [--no-wait]
 
 Goes through the project's ``VectorStore`` (not raw pymilvus), so it measures what
 the system does: ``add_faces`` (upsert of Python lists over gRPC), the
@@ -14,8 +14,10 @@ Data: random unit vectors (float32, generated in chunks from per-chunk seeds so 
 512 is never held in memory; the brute-force ground truth regenerates the same
 chunks). Uniform random vectors in 512-d are the hard case for HNSW (no clusters,
 near-ties among the top 10), so ``recall_at_10`` is a lower bound for real
-embeddings. Queries: half noisy copies of stored vectors (cosine ~0.6 to their
-source, a same-person pair), half random.
+embeddings. ``--cluster K`` instead stores people of K faces each (faces at cosine
+~0.75 to their person's centre), closer to what an upload index holds. Queries: half
+noisy copies of stored vectors (cosine ~0.6 to their source, a same-person pair),
+half random.
 
 Each (n, mode) runs in a fresh child process so its peak RSS is its own; in file
 mode milvus-lite runs inside that process (``rss_mb`` includes ~0.1 GB of Python),
@@ -49,6 +51,7 @@ MATCH_THRESHOLD = 0.35
 # Cosine of a noisy query to its source: a different photo of the same person.
 QUERY_COS = 0.6
 REF_COS = 0.75  # references of one identity around its centre
+FACE_COS = 0.75  # --cluster: faces of one person around its centre
 REFS_PER_IDENTITY = 3
 CHUNK = 20_000
 # Without a measured run: 2.4 GB per 100k rows (docs/environment.md, milvus-lite 3.2.2).
@@ -61,11 +64,24 @@ def unit(v: np.ndarray) -> np.ndarray:
     return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
 
 
-def chunks(n: int, dim: int, seed: int, size: int = CHUNK) -> Iterator[tuple[int, np.ndarray]]:
-    """(start, unit vectors) covering rows 0..n-1; the same seed gives the same rows."""
+def chunks(
+    n: int, dim: int, seed: int, size: int = CHUNK, cluster: int = 0
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(start, unit vectors) covering rows 0..n-1; the same arguments give the same rows.
+
+    ``cluster`` > 0: rows come in people of ``cluster`` faces each, every face at cosine
+    ~``FACE_COS`` to its person's centre (uploads showing the same person many times)."""
+    centres = None
+    if cluster:
+        crng = np.random.default_rng([seed, 2**31])
+        centres = unit(crng.standard_normal((-(-n // cluster), dim), dtype=np.float32))
     for start in range(0, n, size):
         rng = np.random.default_rng([seed, start])
-        yield start, unit(rng.standard_normal((min(size, n - start), dim), dtype=np.float32))
+        m = min(size, n - start)
+        if centres is None:
+            yield start, unit(rng.standard_normal((m, dim), dtype=np.float32))
+        else:
+            yield start, noisy(centres[np.arange(start, start + m) // cluster], FACE_COS, rng)
 
 
 def noisy(v: np.ndarray, cos: float, rng: np.random.Generator) -> np.ndarray:
@@ -76,13 +92,20 @@ def noisy(v: np.ndarray, cos: float, rng: np.random.Generator) -> np.ndarray:
 
 
 def brute_force(
-    n: int, dim: int, seed: int, queries: np.ndarray, k: int, thr: float, size: int = CHUNK
+    n: int,
+    dim: int,
+    seed: int,
+    queries: np.ndarray,
+    k: int,
+    thr: float,
+    size: int = CHUNK,
+    cluster: int = 0,
 ) -> tuple[np.ndarray, list[set[int]]]:
     """Exact top-k ids per query and the ids scoring >= thr, streaming over the chunks."""
     best_s = np.full((len(queries), 0), -np.inf, dtype=np.float32)
     best_i = np.zeros((len(queries), 0), dtype=np.int64)
     over: list[set[int]] = [set() for _ in range(len(queries))]
-    for start, v in chunks(n, dim, seed, size):
+    for start, v in chunks(n, dim, seed, size, cluster):
         s = queries @ v.T  # (q, m) float32
         for qi, cols in zip(*np.nonzero(s >= thr), strict=True):
             over[qi].add(start + int(cols))
@@ -199,6 +222,7 @@ def run_once(
     identities: int = 1000,
     batch: int = 1000,
     seed: int = 0,
+    cluster: int = 0,
     root: Path | None = None,
 ) -> dict:
     """Insert ``n`` faces, build, search; one run's measurements (see module doc)."""
@@ -224,7 +248,7 @@ def run_once(
         src_ids = np.sort(rng.choice(n, n_noisy, replace=False))
         src = np.zeros((n_noisy, dim), dtype=np.float32)
         t0 = time.perf_counter()
-        for start, v in chunks(n, dim, seed):
+        for start, v in chunks(n, dim, seed, cluster=cluster):
             sel = (src_ids >= start) & (src_ids < start + len(v))
             src[sel] = v[src_ids[sel] - start]
             for b in range(0, len(v), batch):
@@ -278,7 +302,7 @@ def run_once(
             server.stop()
         tmp.cleanup()
 
-    exact, over = brute_force(n, dim, seed, q, 10, MATCH_THRESHOLD)
+    exact, over = brute_force(n, dim, seed, q, 10, MATCH_THRESHOLD, cluster=cluster)
     k = min(10, n)
     recall = [len(set(exact[i, :k]) & set(top10_hits[i])) / k for i in range(len(q))]
     # A noisy copy's own source is its true nearest neighbour: found first?
@@ -289,6 +313,7 @@ def run_once(
         "n": n,
         "mode": mode,
         "dim": dim,
+        "data": f"clustered ({cluster} faces/person)" if cluster else "uniform random",
         "rows": rows,
         "insert_per_s": round(n / insert_s, 1),
         "insert_batch": batch,
@@ -368,6 +393,8 @@ def child(n: int, mode: str, args: argparse.Namespace) -> dict:
         str(args.identities),
         "--batch",
         str(args.batch),
+        "--cluster",
+        str(args.cluster),
     ]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
@@ -383,9 +410,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--identities", type=int, default=1000)
     ap.add_argument("--batch", type=int, default=1000, help="faces per add_faces call")
+    ap.add_argument(
+        "--cluster", type=int, default=0, help="faces per person (0: uniform random vectors)"
+    )
     ap.add_argument("--max-rss-gb", type=float, default=12.0)
     ap.add_argument("--max-minutes", type=float, default=30.0, help="per run, extrapolated")
     ap.add_argument("--no-wait", action="store_true", help="don't wait for a quiet machine")
+    ap.add_argument("--max-wait-s", type=float, default=900, help="longest wait for quiet")
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # child process
     args = ap.parse_args(argv)
     sizes = sorted(int(x) for x in args.faces.split(","))
@@ -393,12 +424,20 @@ def main(argv: list[str] | None = None) -> None:
     if args.one:
         print(
             json.dumps(
-                run_once(sizes[0], modes[0], args.dim, args.queries, args.identities, args.batch)
+                run_once(
+                    sizes[0],
+                    modes[0],
+                    args.dim,
+                    args.queries,
+                    args.identities,
+                    args.batch,
+                    cluster=args.cluster,
+                )
             )
         )
         return
 
-    waited = 0.0 if args.no_wait else wait_quiet(15 * 60)
+    waited = 0.0 if args.no_wait else wait_quiet(args.max_wait_s)
     runs: list[dict] = []
     for mode in modes:
         for n in sizes:
@@ -437,6 +476,9 @@ def main(argv: list[str] | None = None) -> None:
                 "benchmark": "vectors",
                 "dim": args.dim,
                 "match_threshold": MATCH_THRESHOLD,
+                "data": f"clustered ({args.cluster} faces/person)"
+                if args.cluster
+                else "uniform random",
                 "cpu_count": os.cpu_count(),
                 "waited_for_quiet_s": waited,
                 "loadavg": [round(x, 2) for x in os.getloadavg()],

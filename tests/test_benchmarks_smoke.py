@@ -59,6 +59,18 @@ def test_brute_force_matches_full_matrix():
     assert over == [set(np.nonzero(row >= 0.5)[0].tolist()) for row in q @ full.T]
 
 
+def test_clustered_chunks_are_people():
+    from benchmarks.vectors import chunks
+
+    v = np.concatenate([c for _, c in chunks(60, 256, seed=1, size=25, cluster=10)])
+    sims = v @ v.T
+    same = np.arange(60)[:, None] // 10 == np.arange(60)[None, :] // 10
+    off_diag = ~np.eye(60, dtype=bool)
+    # Two faces of one person sit at ~0.75^2 to each other; strangers near 0.
+    assert sims[same & off_diag].min() > 0.35
+    assert np.abs(sims[~same]).max() < 0.35
+
+
 def test_gpu_skips_without_cuda():
     import torch
 
