@@ -31,9 +31,9 @@ _TEMPLATE = """<!doctype html>
  .alert{background:#fff;border:1px solid #ddd;border-left:6px solid #c62828;border-radius:6px;
         padding:1em;margin-bottom:1.5em}
  .pair{display:flex;gap:1.5em;flex-wrap:wrap}
- figure{margin:0} figcaption{font-size:.85em;color:#555;margin-top:.3em;max-width:360px;
+ figure{margin:0} figcaption{font-size:.85em;color:#555;margin-top:.3em;max-width:300px;
         word-break:break-all}
- img{border:1px solid #ccc;border-radius:4px;max-width:360px}
+ img{border:1px solid #ccc;border-radius:4px;max-width:300px;max-height:300px}
  table.scores{border-collapse:collapse;margin-top:.8em;font-size:.9em}
  table.scores td{padding:.15em .8em .15em 0}
  .score{font-weight:bold;color:#c62828} .none{color:#666}
@@ -63,7 +63,7 @@ _TEMPLATE = """<!doctype html>
   <tr><td>face quality</td><td>{{ "%.2f"|format(a.quality) }}</td></tr>
   <tr><td>face box</td><td>{{ a.box }}</td></tr>
   <tr><td>detector</td><td>{{ a.detector }}</td></tr>
-  <tr><td>time</td><td>{{ a.created_at }}</td></tr>
+  <tr><td>time</td><td>{{ a.created_at[:19].replace("T", " ") }}</td></tr>
  </table>
 </div>
 {% endfor %}
