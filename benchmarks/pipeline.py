@@ -184,10 +184,12 @@ def distributed(files: list[Path], refs: list[Path], root: Path, timeout_s: floa
             "seconds": round(dt, 3),
             "ups": round(len(files) / dt, 3),
             "statuses": st,
+            "idle_upload_to_webhook_s": [round(x, 3) for x in idle],
             "p50_upload_to_alert_s": percentile([float(x) for x in lat], 50),
             "p95_upload_to_alert_s": percentile([float(x) for x in lat], 95),
         }
     finally:
+        receiver.close()
         engine.dispose()
         subprocess.run(
             [sys.executable, "-m", "workers.cli", "down"], env=env, capture_output=True, timeout=120
