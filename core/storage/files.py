@@ -61,7 +61,8 @@ class FileStore:
         import io
 
         buf = io.BytesIO()
-        Image.fromarray(rgb).save(buf, format="PNG", compress_level=3)
+        # Fast PNG: chips and crops are small and written once per face on the hot path.
+        Image.fromarray(rgb).save(buf, format="PNG", compress_level=1)
         return self._write_atomic(rel, buf.getvalue())
 
     def read_rgb(self, rel: str) -> np.ndarray:
