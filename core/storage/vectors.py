@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 # Milvus caps top-k per search at 16384.
 MAX_LIMIT = 16384
+FIRST_LIMIT = 256
 
 
 def _reset_on_error(fn):
@@ -192,7 +193,22 @@ class VectorStore:
     def search_faces(
         self, backend: str, vecs: np.ndarray, min_score: float, limit: int = MAX_LIMIT
     ) -> list[list[Hit]]:
-        return self._search(self.faces_name(backend), vecs, limit, min_score)
+        """Every stored face scoring >= ``min_score`` (up to ``limit``) per query vector.
+
+        Asking Milvus for 16k candidates costs ~0.6 s per query at 100k faces, almost
+        all of it producing candidates, so each query starts small and widens only while
+        its answer is full (hits come sorted: a short answer holds them all)."""
+        name = self.faces_name(backend)
+        out = []
+        for v in vecs:
+            k = min(FIRST_LIMIT, limit)
+            while True:
+                hits = self._search(name, v[None, :], k, min_score)[0]
+                if len(hits) < k or k >= limit:
+                    break
+                k = min(limit, k * 4)
+            out.append(hits)
+        return out
 
     @_reset_on_error
     def count(self, name: str) -> int:
