@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from functools import cached_property
 
 from core.alerts.notify import Notifier, make_notifiers
@@ -31,6 +32,9 @@ class Services:
         self._lock = threading.Lock()
         # Reference views per identity id, built on first use by classify.
         self.reference_cache: dict[int, list] = {}
+        # The last few decoded stored files: when crop and classify of one upload run in
+        # the same process (embedded runner) the upload is decoded once, not twice.
+        self.decoded_cache: OrderedDict[str, object] = OrderedDict()
 
     @cached_property
     def db(self) -> Database:
@@ -110,6 +114,21 @@ class Services:
             return self.settings.fake_threshold
         self.detector.load()
         return self.detector.threshold
+
+    def decode_stored(self, rel: str):
+        """Decode a stored file under the intake limits (raises Rejected), cached."""
+        from core.intake import decode_image, read_bytes
+
+        img = self.decoded_cache.get(rel)
+        if img is None:
+            img = decode_image(read_bytes(self.files.abs(rel), self.limits), self.limits)
+            if img.width * img.height <= 12_000_000:  # keep the cache's memory bounded
+                self.decoded_cache[rel] = img
+                while len(self.decoded_cache) > 2:
+                    self.decoded_cache.popitem(last=False)
+        else:
+            self.decoded_cache.move_to_end(rel)
+        return img
 
     def close(self) -> None:
         if "vectors" in self.__dict__:

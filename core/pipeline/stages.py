@@ -18,7 +18,7 @@ from core.errors import Rejected
 from core.faces.base import DetectedFace
 from core.faces.crops import loose_crop
 from core.faces.quality import face_quality
-from core.intake import DecodedImage, decode_image, read_bytes
+from core.intake import DecodedImage
 from core.pipeline.status import mark_rejected, reached
 from core.pipeline.verdict import score_matches
 from core.services import Services
@@ -44,7 +44,7 @@ def _load_upload(svc: Services, upload_id: int) -> Upload:
 
 
 def decode_upload(svc: Services, up: Upload) -> DecodedImage:
-    return decode_image(read_bytes(svc.files.abs(up.path), svc.limits), svc.limits)
+    return svc.decode_stored(up.path)
 
 
 def face_from_row(row: Face) -> DetectedFace:

@@ -17,7 +17,6 @@ from sqlalchemy.exc import IntegrityError
 from core.errors import Rejected
 from core.faces.crops import loose_crop
 from core.forensics.base import ForensicInput, ReferenceView
-from core.intake import decode_image, read_bytes
 from core.services import Services
 from core.storage.models import Alert, Face, Identity, Match, ReferencePhoto, Upload
 
@@ -41,7 +40,7 @@ def reference_views(svc: Services, identity_id: int) -> list[ReferenceView]:
     views = []
     backend = svc.face_backend
     for r in refs:
-        img = decode_image(read_bytes(svc.files.abs(r.path), svc.limits), svc.limits).pixels
+        img = svc.decode_stored(r.path).pixels
         face = DetectedFace(
             tuple(r.box), np.asarray(r.landmarks, np.float32), 1.0, dict(r.extra or {})
         )
@@ -85,9 +84,7 @@ def score_matches(
     for match_id, identity_id, sim, _ref_id, face, face_id, up in todo:
         if up.id not in decoded:
             try:
-                decoded[up.id] = decode_image(
-                    read_bytes(svc.files.abs(up.path), svc.limits), svc.limits
-                )
+                decoded[up.id] = svc.decode_stored(up.path)
             except Rejected as rej:  # the stored file changed under us: not this face's fault
                 log.error("upload %s unreadable at classify: %s", up.id, rej)
                 raise
