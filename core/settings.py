@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     task_time_limit_s: int = 300
     task_soft_time_limit_s: int = 270
     visibility_timeout_s: int = 900
-    task_max_retries: int = 5
+    task_max_retries: int = 6
     embed_batch_size: int = 16
 
     @property

@@ -314,7 +314,6 @@ def create_app(
         responses={
             **_ERRORS,
             413: {"description": "Request or image over the size limits."},
-            503: {"model": ErrorOut, "description": "Stored but could not be queued."},
         },
     )
     def post_upload(
@@ -338,12 +337,10 @@ def create_app(
             else:
                 try:
                     dispatcher.upload(sub.upload_id)
-                except Exception as exc:
-                    log.exception("upload %s: could not be queued", sub.upload_id)
-                    mark_failed(svc, sub.upload_id, f"dispatch_failed: {type(exc).__name__}")
-                    raise HTTPException(
-                        503, "the upload was stored but could not be queued"
-                    ) from exc
+                except Exception:
+                    # The upload is stored with its status row; the sweeper queues it
+                    # once the broker is back, so the client need not send it again.
+                    log.exception("upload %s: not queued yet (broker down?)", sub.upload_id)
         return UploadAccepted(upload_id=sub.upload_id, status=sub.status, duplicate=not sub.created)
 
     @app.get(

@@ -100,14 +100,21 @@ def _transient() -> tuple[type[BaseException], ...]:
     )
 
 
+def _broker_errors() -> tuple[type[BaseException], ...]:
+    import kombu.exceptions
+    import redis.exceptions
+
+    return (kombu.exceptions.OperationalError, redis.exceptions.ConnectionError)
+
+
 class StageTask(Task):
     """Base of every pipeline task: retries transient errors with backoff and, when a
     task finally fails, records the error on the upload (terminal ``failed``)."""
 
     autoretry_for = _transient()
-    retry_backoff = 2
+    retry_backoff = 2  # 2, 4, 8, 16, 32, 60 s: rides out a database or Milvus restart
     retry_backoff_max = 60
-    retry_jitter = True
+    retry_jitter = False
     max_retries = get_settings().task_max_retries
     acks_late = True
 
@@ -124,6 +131,12 @@ class StageTask(Task):
 
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         upload_id = args[0] if args else kwargs.get("upload_id")
+        if isinstance(exc, _broker_errors()):
+            # The broker itself is down: neither a retry nor the next stage could be
+            # queued. The upload stays non-terminal and `idwatch sweep` re-dispatches it
+            # once the broker is back; failing it here would lose a good upload.
+            log.warning("task %s for %s hit a broker outage: %r", self.name, upload_id, exc)
+            return
         if self.name == "idwatch.backfill" or upload_id is None:
             log.error("task %s failed: %r", self.name, exc)
             return

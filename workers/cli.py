@@ -465,23 +465,32 @@ def sweep_cmd(
     svc = _services()
     dispatcher = make_dispatcher(svc)
     while True:
-        backlog = 0
-        if not svc.settings.embedded:
-            from workers.status import queue_lengths
-
-            try:
-                backlog = sum(queue_lengths(svc.settings).values())
-            except Exception:  # broker down: nothing can be re-dispatched anyway
-                backlog = 0
-        res = sweep(svc, dispatcher, older_than_s=older_than, backlog=backlog)
-        if res.requeued or res.notified or not every:
-            out.print(
-                f"re-dispatched {len(res.requeued)} upload(s); "
-                f"delivered {res.notified} pending alert(s)"
-            )
+        try:
+            res = sweep(svc, dispatcher, older_than_s=older_than, backlog=_backlog(svc))
+        except Exception as exc:  # broker or database down: keep sweeping, this is when
+            if not every:  # messages get lost and the sweeper is needed most
+                raise
+            console.print(f"[yellow]sweep failed, retrying in {every:.0f} s: {exc!r}[/yellow]")
+        else:
+            if res.requeued or res.notified or not every:
+                out.print(
+                    f"re-dispatched {len(res.requeued)} upload(s); "
+                    f"delivered {res.notified} pending alert(s)"
+                )
         if not every:
             return
         time.sleep(every)
+
+
+def _backlog(svc) -> int:
+    if svc.settings.embedded:
+        return 0
+    from workers.status import queue_lengths
+
+    try:
+        return sum(queue_lengths(svc.settings).values())
+    except Exception:  # broker down: nothing can be re-dispatched anyway
+        return 0
 
 
 @app.command("up")
