@@ -131,7 +131,7 @@ def test_clip_ref_detector_refuses_other_heads(encoder, tmp_path: Path) -> None:
     from core.forensics.offline import PACKAGED_HEAD
 
     det = ClipRefDetector(head_path=PACKAGED_HEAD, encoder=encoder)
-    with pytest.raises(ModelUnavailable, match="not clip-ref"):
+    with pytest.raises(ModelUnavailable, match="not 'clip-ref'"):
         det.load()
 
 

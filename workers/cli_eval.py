@@ -128,20 +128,10 @@ def print_report(r: dict[str, Any]) -> None:
     t = Table(title=f"idwatch eval: {r['detector']} / {r['face_backend']}")
     t.add_column("measure")
     t.add_column("value", justify="right")
-    for k in (
-        "map",
-        "real_acc",
-        "fake_acc",
-        "avg_acc",
-        "auc",
-        "stage1_fake_match_rate",
-        "stage1_tar",
-        "stage1_far",
-        "n_images",
-        "n_no_face",
-        "n_queries",
-        "seconds",
-    ):
+    from core.evaluation.protocol import REQUIRED_KEYS
+
+    shown = [k for k in REQUIRED_KEYS if k not in ("per_method", "detector", "face_backend")]
+    for k in shown:
         t.add_row(k, _f(r[k]))
     out.print(t)
     m = Table(title="per method (accuracy: real for originals, fake for generators)")

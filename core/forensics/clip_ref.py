@@ -34,7 +34,7 @@ from core.faces.base import DetectedFace
 from core.faces.crops import loose_crop
 from core.forensics.base import ForensicInput, ForensicResult, ForgeryDetector
 from core.forensics.clip_features import CLIP_FEATURE_DIM, CLIP_MODEL, ClipImageEncoder
-from core.forensics.head import Head, HeadFormatError
+from core.forensics.head import Head
 
 log = logging.getLogger(__name__)
 
@@ -208,19 +208,11 @@ class ClipRefDetector(ForgeryDetector):
         self.extractor: ClipRefExtractor | None = None
 
     def _load(self) -> None:
-        if self.head_path is None or not self.head_path.exists():
+        if self.head_path is None:
             raise ModelUnavailable(
-                f"clip-ref needs a head file (idwatch detector train --backbone clip): "
-                f"{self.head_path}"
+                "clip-ref needs a head file (idwatch detector train --backbone clip)"
             )
-        try:
-            head = Head.load(self.head_path)
-        except HeadFormatError as exc:
-            raise ModelUnavailable(str(exc)) from exc
-        if head.detector != self.name:
-            raise ModelUnavailable(
-                f"{self.head_path} is a head for {head.detector!r}, not clip-ref"
-            )
+        head = Head.load_for(self.head_path, self.name)
         enc = self._encoder or make_encoder(self.model_dir, self.allow_random_backbone)
         self.extractor = ClipRefExtractor(enc, head.preprocess.get("reencode_jpeg_quality"))
         head.check_features(self.extractor.feature_names())

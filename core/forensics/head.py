@@ -224,9 +224,7 @@ class Head:
                 detector=str(d.get("detector", "offline")),
                 preprocess=dict(d.get("preprocess") or {}),
                 backbones={str(k): str(v) for k, v in (d.get("backbones") or {}).items()},
-                feature_layout={
-                    str(k): int(v) for k, v in (d.get("feature_layout") or {}).items()
-                },
+                feature_layout={str(k): int(v) for k, v in (d.get("feature_layout") or {}).items()},
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise HeadFormatError(f"{source}: missing or malformed field: {exc}") from exc
@@ -265,6 +263,22 @@ class Head:
         except json.JSONDecodeError as exc:
             raise HeadFormatError(f"{path}: not JSON: {exc}") from exc
         return cls.from_dict(d, source=str(path))
+
+    @classmethod
+    def load_for(cls, path: Path | None, detector: str) -> Head:
+        """Load the head a detector runs on; ModelUnavailable with a clear message when
+        it is missing, malformed, or made for another detector."""
+        from core.errors import ModelUnavailable
+
+        if path is None or not Path(path).exists():
+            raise ModelUnavailable(f"{detector} detector head not found: {path}")
+        try:
+            head = cls.load(path)
+        except HeadFormatError as exc:
+            raise ModelUnavailable(str(exc)) from exc
+        if head.detector != detector:
+            raise ModelUnavailable(f"{path} is a head for {head.detector!r}, not {detector!r}")
+        return head
 
     def check_features(self, available: list[str] | set[str]) -> None:
         """Raise if this head needs features the extractor does not produce."""

@@ -27,7 +27,7 @@ from core.errors import ModelUnavailable
 from core.faces.crops import loose_crop
 from core.forensics import features as F
 from core.forensics.base import ForensicInput, ForensicResult, ForgeryDetector, ReferenceView
-from core.forensics.head import Head, HeadFormatError
+from core.forensics.head import Head
 
 log = logging.getLogger(__name__)
 
@@ -84,16 +84,7 @@ class OfflineDetector(ForgeryDetector):
         self.head: Head | None = None
 
     def _load(self) -> None:
-        if not self.head_path.exists():
-            raise ModelUnavailable(f"offline detector head not found: {self.head_path}")
-        try:
-            head = Head.load(self.head_path)
-        except HeadFormatError as exc:
-            raise ModelUnavailable(str(exc)) from exc
-        if head.detector != self.name:
-            raise ModelUnavailable(
-                f"{self.head_path} is a head for {head.detector!r}, not 'offline'"
-            )
+        head = Head.load_for(self.head_path, self.name)
         head.check_features(F.feature_names())
         self.head = head
         self.threshold = head.threshold
