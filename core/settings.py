@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     match_threshold: float | None = Field(
         default=None, description="Override of the backend's identity cosine threshold."
     )
+    claim_margin: float = Field(
+        default=0.03,
+        description="A face claims only the identities within this cosine of its best match.",
+    )
     fake_threshold: float | None = Field(
         default=None, description="Override of the detector file's decision threshold."
     )

@@ -102,3 +102,21 @@ def test_backfill_then_erasure(svc, demo_set):
         for a in alerts
     )
     assert remove_identity(svc, "Tom Hanks") is None
+
+
+def test_a_face_claims_only_its_clearly_best_identity(make_services, demo_set):
+    """With a loose threshold the swap onto t1's person 1 matches both Eileen Collins
+    (whose face it carries) and person 1 (whose head it is pasted on); it claims only
+    Eileen unless the margin allows both."""
+    refs = load_references(demo_set)
+    fake = demo_set / "uploads" / "fake_eileen_person1.png"
+    for margin, expected in ((0.03, {"Eileen Collins"}), (1.0, {"Eileen Collins", "Person 1"})):
+        svc = make_services(match_threshold=0.8, claim_margin=margin)
+        register_identity(svc, "Eileen Collins", refs["Eileen Collins"])
+        register_identity(svc, "Person 1", [demo_set / "uploads" / "person1.jpg"])
+        scan(svc, [fake])
+        with svc.db.session() as s:
+            claimed = set(
+                s.scalars(select(Identity.name).join(Match, Match.identity_id == Identity.id))
+            )
+        assert claimed == expected

@@ -13,7 +13,7 @@ from sqlalchemy import func, select, update
 from core.errors import Rejected
 from core.faces.base import DetectedFace
 from core.intake import decode_image, read_bytes
-from core.pipeline.stages import add_match
+from core.pipeline.stages import add_match, best_identity_hits
 from core.pipeline.verdict import reference_views, score_matches
 from core.services import Services
 from core.storage.models import Alert, Face, Identity, Match, ReferencePhoto, Upload
@@ -137,20 +137,36 @@ def backfill(svc: Services, identity_id: int) -> BackfillResult:
     res = BackfillResult()
     if vecs is None or len(vecs) == 0:
         return res
-    thr = svc.match_threshold
-    best: dict[int, float] = {}
-    for hits in svc.vectors.search_faces(svc.face_backend.name, vecs, min_score=thr):
-        for h in hits:
-            best[h.id] = max(best.get(h.id, -2.0), h.score)
-    res.faces_checked = len(best)
+    candidates: set[int] = set()
+    for hits in svc.vectors.search_faces(
+        svc.face_backend.name, vecs, min_score=svc.match_threshold
+    ):
+        candidates.update(h.id for h in hits)
+    res.faces_checked = len(candidates)
+    with svc.db.session() as s:
+        rows = list(
+            s.execute(
+                select(Face.id, Face.embedding).where(
+                    Face.id.in_(list(candidates)), Face.embedding.is_not(None)
+                )
+            )
+        )
+    # Decide each candidate face the way the index stage does, against every protected
+    # identity, so a face claims the new person only if it would have claimed them then.
+    claims = (
+        best_identity_hits(svc, np.stack([np.frombuffer(e, np.float32) for _, e in rows]))
+        if rows
+        else []
+    )
     with svc.db.session() as s:
         if s.get(Identity, identity_id) is None:
             return res
-        existing = set(s.scalars(select(Face.id).where(Face.id.in_(list(best)))))
         new = []
-        for fid, sim in best.items():
-            if fid in existing and add_match(s, fid, identity_id, sim, None):
-                new.append(fid)
+        for (fid, _), claimed in zip(rows, claims, strict=True):
+            if identity_id in claimed:
+                sim, ref_id = claimed[identity_id]
+                if add_match(s, fid, identity_id, sim, ref_id):
+                    new.append(fid)
         match_ids = list(
             s.scalars(
                 select(Match.id).where(Match.identity_id == identity_id, Match.face_id.in_(new))

@@ -186,18 +186,22 @@ def index(svc: Services, upload_id: int) -> StageResult:
 
 
 def best_identity_hits(svc: Services, vecs: np.ndarray) -> list[dict[int, tuple[float, int]]]:
-    """For each face vector: {identity_id: (best cosine, reference id)} over the threshold.
+    """For each face vector: {identity_id: (best cosine, reference id)} for the identities
+    it claims: over the match threshold and within ``claim_margin`` of its best match.
 
-    Exact search over the (small) reference collection, grouped per identity in
-    Python; no filtered ANN search."""
-    thr = svc.match_threshold
+    A face can only pretend to be one person: when it matches several protected people,
+    the clearly weaker matches are look-alikes, and scoring them would raise alerts in
+    the wrong names. Near-ties keep both. Exact search over the (small) reference
+    collection, grouped per identity in Python; no filtered ANN search."""
+    thr, margin = svc.match_threshold, svc.settings.claim_margin
     out = []
     for hits in svc.vectors.search_references(svc.face_backend.name, vecs, limit=256):
         best: dict[int, tuple[float, int]] = {}
         for h in hits:
             if h.score >= thr and h.score > best.get(h.owner, (-2.0, 0))[0]:
                 best[h.owner] = (h.score, h.id)
-        out.append(best)
+        top = max((sim for sim, _ in best.values()), default=0.0)
+        out.append({i: v for i, v in best.items() if v[0] >= top - margin})
     return out
 
 
