@@ -125,3 +125,26 @@ class WebhookReceiver:
 
     def close(self) -> None:
         self._server.shutdown()
+
+
+def not_terminal(engine) -> int:
+    """Uploads of a stack's database that have not reached done/rejected/failed."""
+    from sqlalchemy import text
+
+    with engine.connect() as c:
+        return c.execute(
+            text("SELECT count(*) FROM uploads WHERE status NOT IN ('done', 'rejected', 'failed')")
+        ).scalar()
+
+
+def duplicate_alerts(engine) -> int:
+    """(face, identity) pairs with more than one alert: must always be 0."""
+    from sqlalchemy import text
+
+    with engine.connect() as c:
+        return c.execute(
+            text(
+                "SELECT count(*) FROM (SELECT face_id, identity_key FROM alerts "
+                "GROUP BY face_id, identity_key HAVING count(*) > 1) d"
+            )
+        ).scalar()

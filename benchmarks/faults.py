@@ -28,7 +28,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from benchmarks.common import demo_images, free_port, idwatch
+from benchmarks.common import demo_images, duplicate_alerts, free_port, idwatch, not_terminal
 from core.pipeline.identities import register_identity
 from core.pipeline.runner import scan
 from core.settings import Settings
@@ -205,34 +205,15 @@ def run_faults(
         deadline = time.monotonic() + 300 + 3 * n_uploads
         while time.monotonic() < deadline:
             try:
-                c = _counts(engine)
-                with engine.connect() as conn:
-                    pending = conn.execute(
-                        text(
-                            "SELECT count(*) FROM uploads WHERE status NOT IN "
-                            "('done', 'rejected', 'failed')"
-                        )
-                    ).scalar()
-                if c["uploads"] >= n_uploads and pending == 0:
+                if _counts(engine)["uploads"] >= n_uploads and not_terminal(engine) == 0:
                     break
             except Exception:  # the database may still be coming back
                 pass
             time.sleep(1)
         got = _counts(engine)
-        with engine.connect() as conn:
-            dup = conn.execute(
-                text(
-                    "SELECT count(*) FROM (SELECT face_id, identity_key FROM alerts "
-                    "GROUP BY face_id, identity_key HAVING count(*) > 1) d"
-                )
-            ).scalar()
-            lost = n_uploads - conn.execute(text("SELECT count(*) FROM uploads")).scalar()
-            not_terminal = conn.execute(
-                text(
-                    "SELECT count(*) FROM uploads WHERE status NOT IN "
-                    "('done', 'rejected', 'failed')"
-                )
-            ).scalar()
+        dup = duplicate_alerts(engine)
+        lost = n_uploads - got["uploads"]
+        pending = not_terminal(engine)
         redispatched = sum(
             line.count("re-dispatching upload")
             for line in (data_dir / "logs" / "sweep.log").read_text().splitlines()
@@ -246,7 +227,7 @@ def run_faults(
             "equal": got == expected,
             "duplicate_alerts": dup,
             "lost": lost,
-            "not_terminal": not_terminal,
+            "not_terminal": pending,
             "sweeper_redispatches": redispatched,
             "seconds": round(time.monotonic() - t0, 1),
         }

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from benchmarks.common import WebhookReceiver, free_port, idwatch, unique_bytes
+from benchmarks.common import WebhookReceiver, duplicate_alerts, free_port, idwatch, unique_bytes
 from core.demo.dataset import load_manifest, load_references
 
 pytestmark = [pytest.mark.postgres, pytest.mark.distributed]
@@ -259,12 +259,7 @@ def test_worker_killed_mid_run_loses_nothing(stack):
     _wait(lambda: _all_terminal(engine, n), 420, "every upload terminal after the kills")
     st = _statuses(engine)
     assert sum(st.values()) == n and st.get("done") == n, st
-    dup = _scalar(
-        engine,
-        "SELECT count(*) FROM (SELECT face_id, identity_key FROM alerts "
-        "GROUP BY face_id, identity_key HAVING count(*) > 1) d",
-    )
-    assert dup == 0
+    assert duplicate_alerts(engine) == 0
     n_alerts = _scalar(engine, "SELECT count(*) FROM alerts")
     _wait(lambda: len({d["id"] for d in rx.deliveries}) >= n_alerts, 120, "deliveries")
     assert len({d["id"] for d in rx.deliveries}) == n_alerts

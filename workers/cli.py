@@ -293,11 +293,11 @@ def report_cmd(
 @app.command("status")
 def status_cmd(as_json: JsonOpt = False) -> None:
     """Uploads by status, alerts, and (distributed) queue lengths and workers seen."""
-    from core.alerts.listing import list_alerts
+    from core.alerts.listing import count_alerts
     from core.pipeline.identities import upload_counts
 
     svc = _services()
-    res: dict = {"uploads": upload_counts(svc), "alerts": len(list_alerts(svc))}
+    res: dict = {"uploads": upload_counts(svc), "alerts": count_alerts(svc)}
     if not svc.settings.embedded:
         from workers.stack import recorded
         from workers.status import queue_lengths, workers_seen

@@ -43,3 +43,10 @@ def list_alerts(svc: Services, identity: str | None = None) -> list[dict]:
             }
             for a, f, u in s.execute(q)
         ]
+
+
+def count_alerts(svc: Services) -> int:
+    from sqlalchemy import func
+
+    with svc.db.session() as s:
+        return s.scalar(select(func.count()).select_from(Alert)) or 0

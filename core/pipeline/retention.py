@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 
 from core.services import Services
 from core.storage.models import Face, Upload
@@ -54,8 +54,3 @@ def purge_uploads(svc: Services, older_than_days: float, dry_run: bool = False) 
             svc.files.remove(u.path)
         svc.files.remove_tree(f"crops/{u.id}")
     return PurgeResult(len(ids), len(faces), len(faces))
-
-
-def count_uploads(svc: Services) -> int:
-    with svc.db.session() as s:
-        return s.scalar(select(func.count()).select_from(Upload)) or 0
