@@ -154,7 +154,9 @@ def identity_list(as_json: JsonOpt = False) -> None:
     else:
         out.print(
             _table(
-                "Protected identities", rows, ["id", "name", "references", "alerts", "created_at"]
+                "Protected identities",
+                rows,
+                ["id", "name", "state", "references", "alerts", "created_at"],
             )
         )
 
@@ -192,7 +194,14 @@ def identity_remove(
 
     if not yes and not typer.confirm(f"Erase {name!r} and its reference photos?"):
         raise typer.Exit(1)
-    res = remove_identity(_services(), name)
+    try:
+        res = remove_identity(_services(), name)
+    except Exception as exc:  # the identity stays marked (it matches nothing) until done
+        console.print(
+            f"[red]erasing {name!r} did not finish ({type(exc).__name__}: {exc}); it no longer "
+            "matches anything; run the same command again to finish the erasure[/red]"
+        )
+        raise typer.Exit(1) from None
     if res is None:
         console.print(f"[red]no identity named {name!r}[/red]")
         raise typer.Exit(1)

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from core.errors import Rejected
 from core.faces.base import DetectedFace
 from core.intake import decode_image, read_bytes
+from core.pipeline.erasure import erase_identity, find_identity
 from core.pipeline.stages import add_match, best_identity_hits
 from core.pipeline.verdict import reference_views, score_matches
 from core.services import Services
@@ -92,6 +92,11 @@ def register_identity(
     backend = svc.face_backend
     with svc.db.session() as s:
         ident = s.scalar(select(Identity).where(Identity.name == name))
+        if ident is not None and ident.erasing_at is not None:
+            raise RegistrationError(
+                f"{name!r} is being erased; run `idwatch identity remove` on it to finish "
+                "the erasure before registering the person again"
+            )
         created = ident is None
         if created:
             ident = Identity(name=name)
@@ -159,7 +164,8 @@ def backfill(svc: Services, identity_id: int) -> BackfillResult:
         else []
     )
     with svc.db.session() as s:
-        if s.get(Identity, identity_id) is None:
+        ident = s.get(Identity, identity_id)
+        if ident is None or ident.erasing_at is not None:
             return res
         new = []
         for (fid, _), claimed in zip(rows, claims, strict=True):
@@ -177,13 +183,6 @@ def backfill(svc: Services, identity_id: int) -> BackfillResult:
     if match_ids:
         res.alerts = score_matches(svc, match_ids=match_ids)
     return res
-
-
-def find_identity(s, name_or_id: str) -> Identity | None:
-    ident = s.scalar(select(Identity).where(Identity.name == name_or_id))
-    if ident is None and name_or_id.isdigit():
-        ident = s.get(Identity, int(name_or_id))
-    return ident
 
 
 def list_identities(svc: Services) -> list[dict]:
@@ -205,6 +204,7 @@ def list_identities(svc: Services) -> list[dict]:
                 "references": refs.get(i.id, 0),
                 "alerts": alerts.get(i.id, 0),
                 "created_at": i.created_at.isoformat(),
+                "state": "erasing" if i.erasing_at else "protected",
             }
             for i in s.scalars(select(Identity).order_by(Identity.id))
         ]
@@ -225,6 +225,7 @@ def show_identity(svc: Services, name_or_id: str) -> dict | None:
             "id": ident.id,
             "name": ident.name,
             "created_at": ident.created_at.isoformat(),
+            "state": "erasing" if ident.erasing_at else "protected",
             "references": [
                 {
                     "id": r.id,
@@ -241,39 +242,9 @@ def show_identity(svc: Services, name_or_id: str) -> dict | None:
 
 
 def remove_identity(svc: Services, name_or_id: str) -> dict | None:
-    """Erase a person: reference photos (files and rows), reference vectors, matches,
-    and the personal data in their alerts (name, link, reference). Kept: each alert's
-    upload id, face box, scores and times, so the platform's moderation record of the
-    flagged upload stays intact; the uploads themselves belong to the platform."""
-    with svc.db.session() as s:
-        ident = find_identity(s, name_or_id)
-        if ident is None:
-            return None
-        identity_id, name = ident.id, ident.name
-        n_refs = len(ident.references)
-        n_alerts = s.execute(
-            update(Alert)
-            .where(Alert.identity_id == identity_id)
-            .values(
-                identity_id=None,
-                identity_name=None,
-                reference_id=None,
-                parts=None,
-                erased_at=datetime.now(UTC),
-            )
-        ).rowcount
-        s.delete(ident)  # cascades to reference_photos and matches
-    n_vectors = svc.vectors.delete_identity(identity_id)
-    svc.files.remove_tree(f"references/{identity_id}")
-    svc.reference_cache.pop(identity_id, None)
-    log.info("erased identity %s (%s)", identity_id, name)
-    return {
-        "id": identity_id,
-        "name": name,
-        "references_removed": n_refs,
-        "vectors_removed": n_vectors,
-        "alerts_anonymised": n_alerts,
-    }
+    """Erase a person (see ``core.pipeline.erasure``); running it on a half-erased
+    identity finishes the erasure."""
+    return erase_identity(svc, name_or_id)
 
 
 def upload_counts(svc: Services) -> dict[str, int]:

@@ -5,7 +5,8 @@ persistence, a process crashing between creating an upload and enqueueing it, a
 worker dying after its visibility timeout was raised. The sweeper finds uploads
 that are not terminal and have not moved for a while, and dispatches them again
 from the start: every stage is idempotent, so already-finished stages are skipped
-in milliseconds. It also retries undelivered notifications.
+in milliseconds. It also retries undelivered notifications and finishes erasures
+that failed or whose process died.
 
 An upload that keeps coming back (for example one that kills its worker each time)
 is failed after ``max_attempts`` stage runs instead of looping forever.
@@ -14,12 +15,13 @@ is failed after ``max_attempts`` stage runs instead of looping forever.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 
 from core.pipeline.dispatch import Dispatcher
+from core.pipeline.erasure import resume_erasures
 from core.pipeline.status import mark_failed
 from core.pipeline.verdict import notify_pending
 from core.services import Services
@@ -52,6 +54,7 @@ def note_attempt(svc: Services, upload_id: int, max_runs: int = MAX_STAGE_RUNS) 
 class SweepResult:
     requeued: list[int]
     notified: int
+    erasures_finished: list[int] = field(default_factory=list)
 
 
 def sweep(
@@ -82,4 +85,4 @@ def sweep(
     for uid in stuck:
         log.warning("re-dispatching upload %s (not terminal for %.0f s)", uid, wait)
         dispatcher.upload(uid)
-    return SweepResult(stuck, notify_pending(svc))
+    return SweepResult(stuck, notify_pending(svc), resume_erasures(svc))

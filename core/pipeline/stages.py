@@ -22,7 +22,7 @@ from core.intake import DecodedImage
 from core.pipeline.status import mark_rejected, reached
 from core.pipeline.verdict import score_matches
 from core.services import Services
-from core.storage.models import Face, Identity, Match, Upload, UploadStatus
+from core.storage.models import Face, Identity, Match, ReferencePhoto, Upload, UploadStatus
 
 log = logging.getLogger(__name__)
 
@@ -174,11 +174,9 @@ def index(svc: Services, upload_id: int) -> StageResult:
     svc.vectors.add_faces(backend, face_ids, [upload_id] * len(face_ids), vecs)
     candidates = best_identity_hits(svc, vecs)
     with svc.db.session() as s:
-        live = set(s.scalars(select(Identity.id)))
         for fid, per_identity in zip(face_ids, candidates, strict=True):
             for identity_id, (sim, ref_id) in per_identity.items():
-                if identity_id in live:
-                    add_match(s, fid, identity_id, sim, ref_id)
+                add_match(s, fid, identity_id, sim, ref_id)
         row = s.get(Upload, upload_id)
         if row.status == UploadStatus.embedded:
             row.status = UploadStatus.indexed
@@ -192,17 +190,39 @@ def best_identity_hits(svc: Services, vecs: np.ndarray) -> list[dict[int, tuple[
     A face can only pretend to be one person: when it matches several protected people,
     the clearly weaker matches are look-alikes, and scoring them would raise alerts in
     the wrong names. Near-ties keep both. Exact search over the (small) reference
-    collection, grouped per identity in Python; no filtered ANN search."""
+    collection, grouped per identity in Python; no filtered ANN search.
+
+    A vector counts only if the database holds its reference photo, for the same
+    identity, and that identity is not being erased: a vector left behind by a failed
+    erasure can never make a face claim anyone."""
     thr, margin = svc.match_threshold, svc.settings.claim_margin
+    per_face = svc.vectors.search_references(svc.face_backend.name, vecs, limit=256)
+    live = live_references(svc, {h.id for hits in per_face for h in hits if h.score >= thr})
     out = []
-    for hits in svc.vectors.search_references(svc.face_backend.name, vecs, limit=256):
+    for hits in per_face:
         best: dict[int, tuple[float, int]] = {}
         for h in hits:
+            if live.get(h.id) != h.owner:
+                continue
             if h.score >= thr and h.score > best.get(h.owner, (-2.0, 0))[0]:
                 best[h.owner] = (h.score, h.id)
         top = max((sim for sim, _ in best.values()), default=0.0)
         out.append({i: v for i, v in best.items() if v[0] >= top - margin})
     return out
+
+
+def live_references(svc: Services, ref_ids: set[int]) -> dict[int, int]:
+    """{reference id: identity id} of these references whose identity is protected now."""
+    if not ref_ids:
+        return {}
+    with svc.db.session() as s:
+        return dict(
+            s.execute(
+                select(ReferencePhoto.id, ReferencePhoto.identity_id)
+                .join(Identity, Identity.id == ReferencePhoto.identity_id)
+                .where(ReferencePhoto.id.in_(sorted(ref_ids)), Identity.erasing_at.is_(None))
+            ).all()
+        )
 
 
 def add_match(s, face_id: int, identity_id: int, sim: float, ref_id: int | None) -> bool:

@@ -33,6 +33,12 @@ def reference_views(svc: Services, identity_id: int) -> list[ReferenceView]:
         )
         for r in refs:
             s.expunge(r)
+        live = set(s.scalars(select(Identity.id).where(Identity.erasing_at.is_(None))))
+    # Every worker drops decoded photos of people erased (or being erased) elsewhere.
+    for stale in [i for i in svc.reference_cache if i not in live]:
+        del svc.reference_cache[stale]
+    if identity_id not in live:
+        return []
     key = (identity_id, tuple(r.id for r in refs))
     cached = svc.reference_cache.get(identity_id)
     if cached is not None and cached[0] == key:
@@ -62,7 +68,8 @@ def score_matches(
         select(Match, Face, Upload)
         .join(Face, Match.face_id == Face.id)
         .join(Upload, Face.upload_id == Upload.id)
-        .where(Match.fake_score.is_(None))
+        .join(Identity, Identity.id == Match.identity_id)
+        .where(Match.fake_score.is_(None), Identity.erasing_at.is_(None))
     )
     if upload_id is not None:
         q = q.where(Face.upload_id == upload_id)
@@ -129,6 +136,8 @@ def _add_alert(s, m: Match, face_id: int, upload_id: int) -> int:
     ):
         return 0
     ident = s.get(Identity, m.identity_id)
+    if ident is None or ident.erasing_at is not None:
+        return 0  # being erased: raise nothing in the person's name
     try:
         with s.begin_nested():  # a concurrent worker may insert the same alert
             s.add(

@@ -32,6 +32,12 @@ class Base(DeclarativeBase):
     pass
 
 
+# SQLite reuses the largest deleted rowid unless a table is AUTOINCREMENT; ids here key
+# vectors, files and alerts, so a reused id would hand one person's data to another.
+# (PostgreSQL sequences never go back.)
+NO_ID_REUSE = {"sqlite_autoincrement": True}
+
+
 class UploadStatus(enum.StrEnum):
     """received -> cropped -> embedded -> indexed -> done; or rejected / failed."""
 
@@ -50,9 +56,13 @@ class UploadStatus(enum.StrEnum):
 
 class Identity(Base):
     __tablename__ = "identities"
+    __table_args__ = NO_ID_REUSE
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Set when erasure starts: from then on the person matches nothing, and a crashed
+    # erasure is finished by running it again (the row is deleted last).
+    erasing_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     references: Mapped[list[ReferencePhoto]] = relationship(
         back_populates="identity", cascade="all, delete-orphan", order_by="ReferencePhoto.id"
     )
@@ -60,6 +70,7 @@ class Identity(Base):
 
 class ReferencePhoto(Base):
     __tablename__ = "reference_photos"
+    __table_args__ = NO_ID_REUSE
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"))
     path: Mapped[str] = mapped_column(Text)  # stored copy under data_dir/references
@@ -75,6 +86,7 @@ class ReferencePhoto(Base):
 
 class Upload(Base):
     __tablename__ = "uploads"
+    __table_args__ = NO_ID_REUSE
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     sha256: Mapped[str] = mapped_column(String(64), unique=True)  # de-duplication
     source: Mapped[str] = mapped_column(String(40), default="cli")
@@ -98,7 +110,7 @@ class Upload(Base):
 
 class Face(Base):
     __tablename__ = "faces"
-    __table_args__ = (UniqueConstraint("upload_id", "idx", name="uq_face_upload_idx"),)
+    __table_args__ = (UniqueConstraint("upload_id", "idx", name="uq_face_upload_idx"), NO_ID_REUSE)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     upload_id: Mapped[int] = mapped_column(ForeignKey("uploads.id", ondelete="CASCADE"), index=True)
     idx: Mapped[int] = mapped_column(Integer)  # order within the upload
@@ -118,7 +130,10 @@ class Match(Base):
     """A face judged to claim a protected identity, with the forgery verdict."""
 
     __tablename__ = "matches"
-    __table_args__ = (UniqueConstraint("face_id", "identity_id", name="uq_match_face_identity"),)
+    __table_args__ = (
+        UniqueConstraint("face_id", "identity_id", name="uq_match_face_identity"),
+        NO_ID_REUSE,
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     face_id: Mapped[int] = mapped_column(ForeignKey("faces.id", ondelete="CASCADE"), index=True)
     identity_id: Mapped[int] = mapped_column(
@@ -137,7 +152,10 @@ class Alert(Base):
     """One per (upload face, identity). Survives identity removal, anonymised."""
 
     __tablename__ = "alerts"
-    __table_args__ = (UniqueConstraint("face_id", "identity_key", name="uq_alert_face_identity"),)
+    __table_args__ = (
+        UniqueConstraint("face_id", "identity_key", name="uq_alert_face_identity"),
+        NO_ID_REUSE,
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     face_id: Mapped[int] = mapped_column(ForeignKey("faces.id", ondelete="CASCADE"), index=True)
     upload_id: Mapped[int] = mapped_column(ForeignKey("uploads.id", ondelete="CASCADE"), index=True)
@@ -194,3 +212,33 @@ class WatchedFile(Base):
         ForeignKey("uploads.id", ondelete="SET NULL"), nullable=True
     )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class JobStatus(enum.StrEnum):
+    """pending -> running -> done; or failed (kept with the error, retried by the sweeper)."""
+
+    pending = "pending"
+    running = "running"
+    done = "done"
+    failed = "failed"
+
+
+class Job(Base):
+    """A durable unit of identity work (erasure; backfill) with a status row that ends
+    terminal. Holds the identity's id only, never its name: an erasure's record must not
+    keep what it erased."""
+
+    __tablename__ = "jobs"
+    __table_args__ = NO_ID_REUSE
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20), index=True)  # erasure | backfill
+    identity_id: Mapped[int] = mapped_column(Integer, index=True)  # no FK: outlives the row
+    status: Mapped[str] = mapped_column(String(20), default=JobStatus.pending, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    detail: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # counts
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

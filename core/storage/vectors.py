@@ -120,6 +120,21 @@ class VectorStore:
             c.load_collection(name)
             self._ready.add(name)
 
+    def _loaded(self, name: str) -> bool:
+        """Load an existing collection before a query or delete (a process that did not
+        create it finds it released: Milvus refuses to query it); False if absent."""
+        if name in self._ready:
+            return True
+        with self._lock:
+            if not self.client.has_collection(name):
+                return False
+            self.client.load_collection(name)
+            self._ready.add(name)
+            return True
+
+    def _ref_collections(self) -> list[str]:
+        return [n for n in self.client.list_collections() if n.startswith("refs_")]
+
     # -- writes ----------------------------------------------------------------------
     def _upsert(self, name: str, ids: list[int], owners: list[int], vecs: np.ndarray) -> None:
         if not ids:
@@ -146,18 +161,24 @@ class VectorStore:
         self._upsert(self.faces_name(backend), face_ids, upload_ids, vecs)
 
     @_reset_on_error
-    def delete_identity(self, identity_id: int) -> int:
-        """Remove every reference vector of an identity, in all backends' collections."""
+    def delete_identity(self, identity_id: int, ref_ids: list[int] = ()) -> int:
+        """Remove every reference vector of an identity (by owner, and by the reference
+        ids the database knows), in all backends' collections; raise if any is left."""
         removed = len(self.reference_ids(identity_id))
-        for name in self.client.list_collections():
-            if name.startswith("refs_"):
+        for name in self._ref_collections():
+            if self._loaded(name):
                 self.client.delete(name, filter=f"owner == {int(identity_id)}")
+                if ref_ids:
+                    self.client.delete(name, ids=[int(i) for i in ref_ids])
+        left = self.reference_ids(identity_id)
+        if left:
+            raise RuntimeError(f"{len(left)} reference vector(s) of {identity_id} not deleted")
         return removed
 
     @_reset_on_error
     def delete_faces(self, backend: str, face_ids: list[int]) -> None:
         name = self.faces_name(backend)
-        if face_ids and self.client.has_collection(name):
+        if face_ids and self._loaded(name):
             self.client.delete(name, ids=[int(i) for i in face_ids])
 
     # -- reads -----------------------------------------------------------------------
@@ -212,7 +233,7 @@ class VectorStore:
 
     @_reset_on_error
     def count(self, name: str) -> int:
-        if not self.client.has_collection(name):
+        if not self._loaded(name):
             return 0
         res = self.client.query(name, filter="", output_fields=["count(*)"])
         return int(res[0]["count(*)"])
@@ -220,8 +241,8 @@ class VectorStore:
     @_reset_on_error
     def reference_ids(self, identity_id: int) -> list[int]:
         ids: list[int] = []
-        for name in self.client.list_collections():
-            if name.startswith("refs_"):
+        for name in self._ref_collections():
+            if self._loaded(name):
                 rows = self.client.query(
                     name, filter=f"owner == {int(identity_id)}", output_fields=["id"]
                 )
