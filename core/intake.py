@@ -232,6 +232,25 @@ def _sniff_unsupported(data: bytes) -> str | None:
     return None
 
 
+def sniff_image_format(head: bytes) -> str | None:
+    """The image format that the first bytes of a file announce, allowed or not
+    ("JPEG", "PNG", "HEIC", "SVG", "ICO"...), or None when they announce no image.
+
+    Signatures only, nothing is decoded: this is what a scanner uses to decide which
+    intake (image or video) an upload goes to; the intake then has the final say."""
+    for name, matches in _ALLOWED_SIGNATURES:
+        if matches(head):
+            return name
+    name = _sniff_unsupported(head)
+    if name is not None:
+        return name
+    try:
+        with Image.open(io.BytesIO(head), formats=_available(_OTHER_PILLOW_FORMATS)) as im:
+            return im.format or None
+    except Exception:  # identification is best effort
+        return None
+
+
 def _describe_non_image(data: bytes) -> str:
     head = data[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if head.startswith(b"%pdf"):

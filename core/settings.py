@@ -52,6 +52,23 @@ class Settings(BaseSettings):
     max_faces_per_image: int = 32
     min_face_px: int = 24
 
+    # Video intake limits (core.video): checked from the container headers before any
+    # decoding, and again while decoding (a header can lie). See core/video/intake.py.
+    max_video_bytes: int = 512 * 1024 * 1024
+    max_video_duration_s: float = 30 * 60.0
+    max_video_pixels: int = 3840 * 2160  # per frame: 4K UHD
+    max_video_fps: float = 300.0  # declared or measured rate above this is "absurd"
+    max_video_streams: int = 16  # audio tracks, subtitles... more is a container bomb
+    # Video analysis: frames sampled at video_sample_fps plus scene changes, at most
+    # max_video_frames per video (the rate drops for long videos so the cap covers the
+    # whole video); frames are scaled so their long side is at most video_max_side.
+    max_video_frames: int = 600
+    video_sample_fps: float = 2.0
+    video_max_side: int = 1280
+    # A video is analysed in segments of this many seconds, one task each, so that a
+    # long video never holds a worker for minutes (see core/video/__init__.py).
+    video_segment_s: float = 20.0
+
     notifier: str = "log"  # comma-separated notifier names: log, webhook, memory
 
     # Webhook notifier: POST JSON, HMAC-SHA256 over "<timestamp>.<body>" with the secret.
