@@ -190,3 +190,36 @@ def wav() -> bytes:
         out.mux(s.encode(frame))
         out.mux(s.encode())
     return buf.getvalue()
+
+
+def size_switch(small: tuple[int, int] = (W, H), big: tuple[int, int] = (960, 640)) -> bytes:
+    """An AVI whose header (and first second) is ``small`` but whose MPEG-4 stream
+    switches to ``big`` frames after 1 s (a new in-band VOL header, as a spliced file
+    has): only decoding can see it."""
+    buf = io.BytesIO()
+    out = av.open(buf, "w", format="avi")
+    s = out.add_stream("mpeg4", rate=10)
+    s.width, s.height, s.pix_fmt = *small, "yuv420p"
+    out.start_encoding()
+    enc = av.CodecContext.create("mpeg4", "w")
+    enc.width, enc.height, enc.pix_fmt = *big, "yuv420p"
+    enc.time_base, enc.framerate = Fraction(1, 10), 10
+    enc.open()
+    n = 0
+    for rgb in moving_pattern(10, *small):
+        for p in s.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+            out.mux(p)
+            n += 1
+    for p in s.encode():
+        out.mux(p)
+        n += 1
+    frames = [av.VideoFrame.from_ndarray(rgb, format="rgb24") for rgb in moving_pattern(10, *big)]
+    for i, frame in enumerate([*frames, None]):
+        if frame is not None:
+            frame.pts = i
+        for p in enc.encode(frame):
+            p.stream, p.pts, p.dts, p.time_base = s, n, n, Fraction(1, 10)
+            out.mux(p)
+            n += 1
+    out.close()
+    return buf.getvalue()

@@ -303,9 +303,12 @@ def _read_exact(fh: BinaryIO, n: int) -> bytes:
     return data if len(data) == n else b""
 
 
-def _iso_boxes(fh: BinaryIO, start: int, end: int, limit: int) -> Iterator[tuple[bytes, int, int]]:
+def _iso_boxes(
+    fh: BinaryIO, start: int, end: int, limit: int, parent: bytes | None = None
+) -> Iterator[tuple[bytes, int, int]]:
     """(type, payload start, box end) of the boxes in [start, end); stops at ``limit`` boxes.
-    A box that claims to end past ``end`` is yielded with its claimed end."""
+    At the top level a box that claims to end past ``end`` is yielded with its claimed
+    end (the file is truncated); inside a ``parent`` box it makes the file corrupt."""
     pos, n = start, 0
     while pos + 8 <= end and n < limit:
         fh.seek(pos)
@@ -325,6 +328,11 @@ def _iso_boxes(fh: BinaryIO, start: int, end: int, limit: int) -> Iterator[tuple
             size = end - pos
         if size < payload - pos:
             raise Rejected("corrupt", f"ISO-BMFF box {kind!r} at {pos} has a size of {size}")
+        if parent is not None and pos + size > end:
+            raise Rejected(
+                "corrupt",
+                f"ISO-BMFF box {kind!r} at {pos} overruns its parent {parent.decode('latin-1')!r}",
+            )
         yield kind, payload, pos + size
         pos += size
         n += 1
@@ -332,6 +340,7 @@ def _iso_boxes(fh: BinaryIO, start: int, end: int, limit: int) -> Iterator[tuple
 
 def _iso_structure(fh: BinaryIO, size: int) -> _Structure:
     out = _Structure()
+    seen_moov = False
     for kind, payload, box_end in _iso_boxes(fh, 0, size, _MAX_TOP_BOXES):
         out.boxes += 1
         if box_end > size:
@@ -341,26 +350,32 @@ def _iso_structure(fh: BinaryIO, size: int) -> _Structure:
             )
             return out
         if kind == b"moov":
+            seen_moov = True
             out.has_video_track = _iso_has_video_track(fh, payload, box_end)
     if out.boxes >= _MAX_TOP_BOXES:
         raise Rejected("video_bomb", f"more than {_MAX_TOP_BOXES} top-level boxes")
+    if not seen_moov:
+        # Writers put the index (moov) last unless asked otherwise: a file cut after a
+        # whole box, or a recording that was never finished, has none.
+        out.truncated = "the file ends without a 'moov' box (the index every MP4/MOV has)"
     return out
 
 
 def _iso_has_video_track(fh: BinaryIO, start: int, end: int) -> bool:
-    """Whether moov holds a trak with a 'vide' handler (trak > mdia > hdlr)."""
-    for kind, payload, box_end in _iso_boxes(fh, start, end, _MAX_NESTED_BOXES):
+    """Whether moov holds a trak with a 'vide' handler (trak > mdia > hdlr). The boxes
+    on that path must nest properly, or the file is corrupt."""
+    found = False
+    for kind, payload, box_end in _iso_boxes(fh, start, end, _MAX_NESTED_BOXES, b"moov"):
         if kind != b"trak":
             continue
-        for k2, p2, e2 in _iso_boxes(fh, payload, min(box_end, end), _MAX_NESTED_BOXES):
+        for k2, p2, e2 in _iso_boxes(fh, payload, box_end, _MAX_NESTED_BOXES, b"trak"):
             if k2 != b"mdia":
                 continue
-            for k3, p3, _ in _iso_boxes(fh, p2, min(e2, end), _MAX_NESTED_BOXES):
+            for k3, p3, _ in _iso_boxes(fh, p2, e2, _MAX_NESTED_BOXES, b"mdia"):
                 if k3 == b"hdlr":
                     fh.seek(p3 + 8)  # version+flags, pre_defined, then handler_type
-                    if fh.read(4) == b"vide":
-                        return True
-    return False
+                    found = found or fh.read(4) == b"vide"
+    return found
 
 
 def _ebml_vint(fh: BinaryIO) -> tuple[int, int] | None:

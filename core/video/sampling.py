@@ -242,6 +242,15 @@ def _decoded_frames(
                 try:
                     frames = stream.decode(packet)
                 except av.FFmpegError as e:
+                    cc = stream.codec_context
+                    if not (cc.width and cc.height):
+                        # FFmpeg resets the size when a new header asks for frames over
+                        # its max_pixels (set to ours by configure_decoder).
+                        raise Rejected(
+                            "too_many_pixels",
+                            f"after {last_t:.1f} s the stream switches to a frame size the "
+                            f"decoder refuses (over {limits.max_pixels} pixels, or invalid)",
+                        ) from e
                     guards.error(e)
                     continue
                 for frame in frames:
