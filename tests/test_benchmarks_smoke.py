@@ -77,3 +77,15 @@ def test_gpu_skips_without_cuda():
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present; the benchmark would really run")
     assert run_module("benchmarks.gpu") == {"skipped": "no CUDA device"}
+
+
+def test_video_tiny():
+    res = run_module(
+        "benchmarks.video", "--seconds", "2", "--fps", "10", "--sizes", "320x180", timeout=300
+    )
+    [run] = res["runs"]
+    assert res["face_backend"] == "dlib" and run["size"] == "320x180"
+    assert run["video_s"] == 2.0 and run["sampled_frames"] == 4  # 2 per second
+    assert run["faces"] >= run["sampled_frames"] and run["tracks"] >= 1
+    per_s = run["seconds_per_video_s"]
+    assert per_s["total"] >= per_s["detect"] + per_s["embed"] > 0

@@ -243,6 +243,15 @@ def test_bad_videos_take_bounded_time_and_memory(bad_corpus):
     assert out["maxrss_mb"] < 600, out["maxrss_mb"]
 
 
+def test_streamed_webm_without_duration_is_measured():
+    data = videogen.streamed_webm(50, 10)  # 5 s, as a browser records it: no Duration
+    probe = probe_video(data)
+    assert probe.container == "webm" and probe.duration_measured
+    assert probe.duration_s == pytest.approx(5.0, abs=0.15)
+    assert len(list(sample_frames(data, probe, VideoLimits(sample_fps=2.0)))) == 10
+    assert outcome(data, VideoLimits(max_duration_s=3.0)) == "too_long"
+
+
 def test_decoding_catches_what_headers_hide():
     ten_s = videogen.clip(100, 10)
     probe = probe_video(ten_s)

@@ -223,3 +223,29 @@ def size_switch(small: tuple[int, int] = (W, H), big: tuple[int, int] = (960, 64
             n += 1
     out.close()
     return buf.getvalue()
+
+
+class _Unseekable:
+    """A write-only sink: FFmpeg then writes a "live" file, as a browser's MediaRecorder
+    does (Matroska sizes unknown, no Duration element)."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, chunk) -> int:
+        self.data += bytes(chunk)
+        return len(chunk)
+
+    def seekable(self) -> bool:
+        return False
+
+
+def streamed_webm(n: int = 50, fps: int = 10) -> bytes:
+    sink = _Unseekable()
+    with av.open(sink, "w", format="webm") as out:
+        s = out.add_stream("libvpx", rate=fps)
+        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        for rgb in moving_pattern(n):
+            out.mux(s.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+        out.mux(s.encode())
+    return bytes(sink.data)

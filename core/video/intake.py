@@ -140,6 +140,7 @@ class VideoProbe:
     n_streams: int
     rotation: int = 0  # display rotation, degrees counter-clockwise (phone videos)
     start_time_s: float = 0.0  # the stream's first timestamp; sample times count from it
+    duration_measured: bool = False  # the container declared none: measured from packets
 
     @property
     def frame_pixels(self) -> int:
@@ -658,6 +659,9 @@ def _probe_open(c, container: str, size: int, structure: _Structure, limits: Vid
     frame = _first_frame(c, stream, limits)
     _check_frame_size(frame.width, frame.height, limits, "decodes to")
     start = _as_float(stream.start_time * stream.time_base) if stream.start_time else None
+    measured = duration is None
+    if measured:  # a streamed recording (browser WebM, live MKV) does not declare it
+        duration = _measure_duration(c, stream, start or 0.0, limits)
     return VideoProbe(
         container=container,
         size_bytes=size,
@@ -671,4 +675,32 @@ def _probe_open(c, container: str, size: int, structure: _Structure, limits: Vid
         n_streams=len(c.streams),
         rotation=int(round((frame.rotation or 0) / 90.0)) * 90 % 360,
         start_time_s=start or 0.0,
+        duration_measured=measured,
     )
+
+
+def _measure_duration(c, stream, start_s: float, limits: VideoLimits) -> float | None:
+    """The stream's duration from its packets' timestamps, when the container declares
+    none: a demux-only pass (no decoding), stopped as soon as a limit is passed."""
+    import av
+
+    end = 0.0
+    packets = 0
+    max_packets = limits.max_fps * (limits.max_duration_s + 2) + 30
+    try:
+        for packet in c.demux(stream):
+            if packet.pts is None or packet.time_base is None:
+                continue
+            packets += 1
+            t = float((packet.pts + (packet.duration or 0)) * packet.time_base) - start_s
+            end = max(end, t)
+            if end > limits.max_duration_s:
+                raise Rejected(
+                    "too_long",
+                    f"frames continue past {limits.max_duration_s:.0f} s (the limit)",
+                )
+            if packets > max_packets:
+                raise Rejected("video_bomb", f"more than {max_packets:.0f} packets")
+    except av.FFmpegError:  # a broken tail: what was read so far is the duration
+        pass
+    return end if end > 0 else None
