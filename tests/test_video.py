@@ -367,7 +367,8 @@ def test_frames_at_reads_the_shown_frames():
     data = videogen.clip(50, 10, gop=10)
     probe = probe_video(data)
     times = [3.27, 0.0, 4.95, 1.0, 99.0]
-    got = frames_at(data, probe, times, VideoLimits(segment_s=1.0))
+    by_time = frames_at(data, probe, times, VideoLimits(segment_s=1.0))
+    got = [by_time[t] for t in times]
     assert [f.time_s for f in got] == pytest.approx([3.2, 0.0, 4.9, 1.0, 4.9])
     assert [_frame_index(f.pixels) for f in got] == [_index_at(f.time_s) for f in got]
 
@@ -517,8 +518,8 @@ def test_demo_clip_is_what_it_says(demo_clips):
     assert (probe.width, probe.height) == swap.size
     # The swap changes only its segment: frames outside it are the real clip's.
     times = [1.0, 2.5, 4.0]
-    a = frames_at(real.path, probe_video(real.path), times)
-    b = frames_at(swap.path, probe, times)
+    a = frames_at(real.path, probe_video(real.path), times).values()
+    b = frames_at(swap.path, probe, times).values()
     diffs = [
         float(np.abs(x.pixels.astype(int) - y.pixels.astype(int)).mean())
         for x, y in zip(a, b, strict=True)
@@ -563,7 +564,10 @@ def test_swapped_segment_claims_the_source_identity(demo_clips, demo_tracks, dli
     assert temporal_features(track)["identity_jump"] > 2 * real_jump
 
     detector = OfflineDetector()
-    by_time = {f.time_s: f.frame for f in frames}
+    # The frames re-read by time, as classify does (the sampled pixels were not kept).
+    by_time = frames_at(swap.path, probe, [o.time_s for o in track.observations])
+    kept = {f.time_s: f.frame for f in frames}
+    assert all(np.array_equal(by_time[t].pixels, kept[t].pixels) for t in by_time)
     result, per_frame = score_track(
         detector, track, claim, by_time, [eileen], file_format=probe.container
     )
@@ -578,7 +582,7 @@ def test_swapped_segment_claims_the_source_identity(demo_clips, demo_tracks, dli
 def test_detection_respects_min_face_size(demo_clips, dlib_backend):
     real, _ = demo_clips
     probe = probe_video(real.path)
-    [frame] = frames_at(real.path, probe, [1.0])
+    frame = frames_at(real.path, probe, [1.0])[1.0]
     [kept] = detect_faces(dlib_backend, [frame], min_face_px=10)
     [none] = detect_faces(dlib_backend, [frame], min_face_px=500)
     assert len(kept.observations) == real.people and none.observations == []

@@ -9,7 +9,7 @@ Modules
               (codes in its docstring; ``VideoLimits.from_settings``).
 ``sampling``  ``plan_segments(probe, limits) -> [Segment]``; ``sample_segment(path, probe,
               segment, limits)`` streams ``SampledFrame`` (time_s, RGB pixels, reason);
-              ``frames_at(path, probe, times)`` re-reads chosen frames.
+              ``frames_at(path, probe, times) -> {time: SampledFrame}`` re-reads frames.
 ``tracking``  ``detect_faces(backend, frames)``; ``track_faces(frames, same_person)``;
               ``track_identity(track, matcher) -> [TrackClaim]``; ``frames_to_score``;
               ``score_track(detector, track, claim, frames, references)`` ->

@@ -374,10 +374,12 @@ def frames_at(
     probe: VideoProbe,
     times_s: Sequence[float],
     limits: VideoLimits | None = None,
-) -> list[SampledFrame]:
-    """The frames shown at these times (the last frame at or before each), e.g. to
-    re-read the frames of a track for the forgery detector or a report. Nearby times
-    share one decoding pass; the result follows the order of ``times_s``."""
+) -> dict[float, SampledFrame]:
+    """{requested time: the frame shown then} (the last frame at or before it; times
+    past the end get the last frame; times before the first frame are left out), e.g.
+    to re-read a track's frames for the forgery detector (``tracking.score_track`` takes
+    this mapping, keyed by the observations' ``time_s``) or a report. Nearby times
+    share one decoding pass."""
     limits = limits or VideoLimits()
     wanted = sorted({float(t) for t in times_s})
     runs: list[list[float]] = []
@@ -389,4 +391,4 @@ def frames_at(
     found: dict[float, SampledFrame] = {}
     for run in runs:
         found.update(_frames_in_one_pass(source, probe, limits, run))
-    return [found[float(t)] for t in times_s if float(t) in found]
+    return found
