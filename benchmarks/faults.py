@@ -30,7 +30,7 @@ from sqlalchemy import create_engine, text
 
 from benchmarks.common import demo_images, duplicate_alerts, free_port, idwatch, not_terminal
 from core.pipeline.identities import register_identity
-from core.pipeline.runner import scan
+from core.pipeline.sources.scan import scan
 from core.settings import Settings
 
 PROTECTED = "Eileen Collins"

@@ -31,8 +31,8 @@ from core.forensics.base import ForensicInput
 from core.intake import IntakeLimits, load_image
 from core.pipeline import stages
 from core.pipeline.identities import register_identity
-from core.pipeline.submit import submit_bytes, submit_path
-from core.pipeline.verdict import reference_views
+from core.pipeline.sources.submit import submit_bytes, submit_path
+from core.pipeline.verdicts import reference_views
 from core.services import Services
 from core.settings import Settings
 
@@ -149,7 +149,7 @@ def distributed(files: list[Path], refs: list[Path], root: Path, timeout_s: floa
         from core.settings import get_settings
 
         get_settings.cache_clear()
-        from core.pipeline.runner import scan_distributed
+        from core.pipeline.sources.scan import scan_distributed
         from workers.dispatch import CeleryDispatcher
 
         svc = Services(get_settings())

@@ -18,7 +18,7 @@ from pathlib import Path
 from core.demo.dataset import build_demo_set, load_manifest, load_references
 from core.pipeline import stages
 from core.pipeline.identities import register_identity
-from core.pipeline.submit import submit_path
+from core.pipeline.sources.submit import submit_path
 from core.services import Services
 from core.settings import Settings
 

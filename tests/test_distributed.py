@@ -197,7 +197,7 @@ def _pickle_message(env: dict, demo: Path) -> int:
     """Submit an upload, then send its crop task as a pickle (as an attacker could)."""
     code = (
         "import sys; from pathlib import Path; from core.services import Services; "
-        "from core.pipeline.submit import submit_path; from workers.app import app; "
+        "from core.pipeline.sources.submit import submit_path; from workers.app import app; "
         "svc = Services(); uid = submit_path(svc, Path(sys.argv[1])).upload_id; "
         "app.send_task('idwatch.crop', args=[uid], queue='crop', serializer='pickle'); "
         "print(uid)"

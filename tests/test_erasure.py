@@ -14,8 +14,8 @@ from core.pipeline.identities import (
     register_identity,
     remove_identity,
 )
-from core.pipeline.runner import scan
-from core.pipeline.verdict import reference_views
+from core.pipeline.sources.scan import scan
+from core.pipeline.verdicts import reference_views
 from core.storage.db import upgrade
 from core.storage.models import Alert, Identity, Job, Match, ReferencePhoto
 

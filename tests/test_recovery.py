@@ -11,7 +11,7 @@ from core.pipeline import stages
 from core.pipeline.dispatch import InlineDispatcher
 from core.pipeline.recovery import MAX_STAGE_RUNS, note_attempt, sweep
 from core.pipeline.status import get_status
-from core.pipeline.submit import submit_path
+from core.pipeline.sources.submit import submit_path
 from core.storage.models import Upload
 
 

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from core.demo.dataset import insightface_path, load_references
 from core.pipeline import stages
 from core.pipeline.identities import register_identity
-from core.pipeline.submit import submit_bytes, submit_path
+from core.pipeline.sources.submit import submit_bytes, submit_path
 from core.storage.models import Alert, Face, Match, Upload, UploadStatus
 
 

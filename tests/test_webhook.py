@@ -363,7 +363,7 @@ def test_make_notifiers_builds_webhook_with_callback(receiver: Receiver) -> None
 
 def test_notify_pending_retries_later_until_delivered(receiver: Receiver, make_services) -> None:
     """DeliveryFailed leaves the alert undelivered; the next run delivers it once."""
-    from core.pipeline.verdict import notify_pending
+    from core.pipeline.verdicts import notify_pending
     from core.storage.models import Alert, Face, Identity, Upload
 
     receiver.statuses = [500, 500]
