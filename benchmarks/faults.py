@@ -100,7 +100,7 @@ def _restart_proc(env: dict, name: str, argv_expr: str) -> None:
             sys.executable,
             "-c",
             "import sys; from core.settings import Settings; "
-            f"from workers.stack import start; start(Settings(), {name!r}, {argv_expr})",
+            f"from workers.ops.stack import start; start(Settings(), {name!r}, {argv_expr})",
         ],
         env=env,
         check=True,
@@ -109,7 +109,7 @@ def _restart_proc(env: dict, name: str, argv_expr: str) -> None:
 
 
 def _restart_worker(env: dict, q: str) -> None:
-    _restart_proc(env, f"worker-{q}", f"__import__('workers.stack').stack.worker_argv([{q!r}])")
+    _restart_proc(env, f"worker-{q}", f"__import__('workers.ops.stack').ops.stack.worker_argv([{q!r}])")
 
 
 def _counts(engine) -> dict:

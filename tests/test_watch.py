@@ -17,7 +17,7 @@ from sqlalchemy import select
 from core.pipeline.dispatch import InlineDispatcher
 from core.pipeline.sources.watchfolder import FolderWatcher, is_skipped_name
 from core.storage.models import Upload, UploadStatus, WatchedFile
-from workers.watch import watch
+from workers.ops.watch import watch
 
 SETTLE = 0.2
 WAIT = SETTLE + 0.05

@@ -120,4 +120,4 @@ def erase_identity(svc: Services, name_or_id: str | int) -> dict | None:
 
 def erasure_result(svc: Services, job_id: int, identity_id: int, name: str) -> dict:
     job = jobs.get(svc, job_id)
-    return {"id": identity_id, "name": name, "status": job.status, **(job.detail or {})}
+    return {"id": identity_id, "name": name, **(job.detail or {})}
