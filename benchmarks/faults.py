@@ -109,7 +109,8 @@ def _restart_proc(env: dict, name: str, argv_expr: str) -> None:
 
 
 def _restart_worker(env: dict, q: str) -> None:
-    _restart_proc(env, f"worker-{q}", f"__import__('workers.ops.stack').ops.stack.worker_argv([{q!r}])")
+    argv = f"__import__('workers.ops.stack').ops.stack.worker_argv([{q!r}])"
+    _restart_proc(env, f"worker-{q}", argv)
 
 
 def _counts(engine) -> dict:

@@ -18,10 +18,10 @@ from pathlib import Path
 from core.demo.dataset import build_demo_set, load_manifest, load_references
 from core.pipeline.delivery import deliver
 from core.pipeline.detection import crop, embed_batch
-from core.pipeline.matching import index
-from core.pipeline.verdicts import classify
 from core.pipeline.identities import register_identity
+from core.pipeline.matching import index
 from core.pipeline.sources.submit import submit_path
+from core.pipeline.verdicts import classify
 from core.services import Services
 from core.settings import Settings
 

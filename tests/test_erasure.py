@@ -47,9 +47,7 @@ def test_erased_person_is_not_inherited_by_the_next_one(make_services, demo_set,
     assert svc.vectors.count(svc.vectors.refs_name(backend)) == 1  # B's only
     assert not svc.files.abs(f"references/{a.identity_id}").exists()
     with svc.db.session() as s:
-        job = s.scalar(
-            select(Job).where(Job.identity_id == a.identity_id, Job.kind == "erasure")
-        )
+        job = s.scalar(select(Job).where(Job.identity_id == a.identity_id, Job.kind == "erasure"))
         assert job.status == "done"
         assert "Person A" not in str(job.detail)
     svc.close()

@@ -153,7 +153,7 @@ def test_file_changed_while_being_taken_settles_again(
 ):
     """A writer that touches the file between settling and the end of our read: the
     bytes read are not the settled version, so nothing is submitted until it settles."""
-    from core.pipeline import watchfolder
+    from core.pipeline.sources import watchfolder
 
     svc = make_services()
     w = FolderWatcher(svc, root, Recorder(), settle_s=SETTLE)

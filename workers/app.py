@@ -25,7 +25,7 @@ import logging
 from celery import Celery, signals
 from kombu import Queue
 
-from core.flow import FLOW
+from core.flow import FLOW, NOTIFICATION
 from core.services import Services
 from core.settings import Settings, get_settings
 
@@ -77,7 +77,7 @@ def _needs_models(app: Celery) -> bool:
     """Whether this worker consumes a queue whose stages use the models (every queue but
     notify's); a worker started without -Q consumes them all."""
     consumed = set(app.amqp.queues.consume_from or {}) or set(QUEUES)
-    return any(s.subject != "notification" for q in consumed for s in FLOW.queue_stages(q))
+    return any(s.subject != NOTIFICATION for q in consumed for s in FLOW.queue_stages(q))
 
 
 @signals.worker_process_init.connect

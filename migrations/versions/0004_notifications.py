@@ -25,9 +25,11 @@ depends_on: str | Sequence[str] | None = None
 def _alerts_sequence() -> int | None:
     if op.get_bind().dialect.name != "sqlite":
         return None
-    return op.get_bind().execute(
-        sa.text("SELECT seq FROM sqlite_sequence WHERE name = 'alerts'")
-    ).scalar()
+    return (
+        op.get_bind()
+        .execute(sa.text("SELECT seq FROM sqlite_sequence WHERE name = 'alerts'"))
+        .scalar()
+    )
 
 
 def _restore_alerts_sequence(seq: int | None) -> None:
