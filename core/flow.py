@@ -81,8 +81,9 @@ ON_FAILURE = {
 
 class Flow:
     def __init__(self, line: tuple[Stage, ...], jobs: tuple[Stage, ...] = ()) -> None:
+        # On the line, each stage hands on to the one after it; jobs say where they go.
         chained = [
-            replace(s, then=s.then or (nxt.name if nxt else None))
+            replace(s, then=nxt.name if nxt else None)
             for s, nxt in zip(line, [*line[1:], None], strict=True)
         ]
         self.line = tuple(chained)

@@ -43,7 +43,7 @@ def test_adding_a_stage_is_one_entry():
     assert "dedupe" in flow.queues
     assert flow.after("crop").name == "dedupe" and flow.after("dedupe").name == "embed"
     with pytest.raises(ValueError, match="unknown stage"):
-        Flow((Stage("a", "q", "m:f", UPLOAD, then="nowhere"),))
+        Flow((Stage("a", "q", "m:f", UPLOAD, "a-ed"),), (Stage("j", "q", "m:f", JOB, then="x"),))
 
 
 def test_every_stage_has_its_celery_task_on_its_queue():
