@@ -133,7 +133,10 @@ def register_identity(
         )
     reg = Registration(identity_id, name, len(new_refs), created, BackfillResult(), job_id)
     if job_id is not None:
-        (dispatcher or InlineDispatcher(svc)).backfill(job_id)
+        try:
+            (dispatcher or InlineDispatcher(svc)).backfill(job_id)
+        except Exception:  # broker down: the job row is pending, the sweeper sends it
+            log.exception("backfill job %s of identity %s not queued yet", job_id, identity_id)
         job = jobs.get(svc, job_id)
         reg.backfill_status = job.status
         reg.backfill = BackfillResult.from_detail(job.detail)
