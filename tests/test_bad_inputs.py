@@ -408,7 +408,7 @@ def test_watched_folder_takes_regular_files_only_and_ends_them_terminal(
 
 
 def test_two_faces_of_a_protected_person_in_one_upload(run: CorpusRun) -> None:
-    """core/pipeline/verdict.py score_matches: ``for *_, u in todo: s.expunge(u)`` runs
+    """core/pipeline/verdicts.py score_matches: ``for *_, u in todo: s.expunge(u)`` runs
     once per match, and the same Upload instance is in ``todo`` once per matched face,
     so the second expunge raises InvalidRequestError and the upload ends ``failed``."""
     res = run.results["two_protected_faces"]
