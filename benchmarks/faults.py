@@ -243,8 +243,17 @@ def run_faults(
 
 
 def _kill_and_restart(env: dict, data_dir: Path, q: str) -> None:
-    os.killpg(_pid(data_dir, f"worker-{q}"), signal.SIGKILL)
+    pid = _pid(data_dir, f"worker-{q}")
+    os.killpg(pid, signal.SIGKILL)
     time.sleep(1)
+    # On a loaded machine a killed process can take a moment to be reaped, and the
+    # restart refuses to start a second worker under a pid that still answers.
+    for _ in range(150):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
     _restart_worker(env, q)
 
 
