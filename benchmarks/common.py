@@ -74,15 +74,24 @@ def idwatch(env: dict, *args: str, timeout: float = 240):
 
 class WebhookReceiver:
     """Receives alert webhooks on 127.0.0.1, records arrival times and, given the
-    secret, verifies each signature (a bad one is counted and answered 401)."""
+    secret, verifies each one with the Standard Webhooks library, as a platform's
+    receiver would (a bad one is counted and answered 401). ``port``: listen there (a
+    receiver brought back after an outage)."""
 
-    def __init__(self, secret: str | None = None) -> None:
+    def __init__(self, secret: str | None = None, port: int = 0) -> None:
         import json
         import threading
         import time
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-        from core.alerts.webhook import verify
+        from standardwebhooks import Webhook, WebhookVerificationError
+
+        def verified(body: bytes, headers: dict) -> bool:
+            try:
+                Webhook(secret.encode()).verify(body, headers)
+            except WebhookVerificationError:
+                return False
+            return True
 
         self.arrivals: dict[int, float] = {}  # upload id -> perf_counter at first arrival
         self.deliveries: list[dict] = []  # {"id": delivery id, "event": payload}
@@ -93,17 +102,12 @@ class WebhookReceiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 - http.server API
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                ok = secret is None or verify(
-                    secret.encode(),
-                    body,
-                    self.headers.get("X-Idwatch-Timestamp", ""),
-                    self.headers.get("X-Idwatch-Signature", ""),
-                )
+                ok = secret is None or verified(body, dict(self.headers))
                 with outer._cond:
                     if ok:
                         event = json.loads(body)
                         outer.deliveries.append(
-                            {"id": self.headers.get("X-Idwatch-Delivery"), "event": event}
+                            {"id": self.headers.get("webhook-id"), "event": event}
                         )
                         outer.arrivals.setdefault(event["upload_id"], time.perf_counter())
                     else:
@@ -115,7 +119,7 @@ class WebhookReceiver:
             def log_message(self, *a):
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hook"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
@@ -125,6 +129,7 @@ class WebhookReceiver:
 
     def close(self) -> None:
         self._server.shutdown()
+        self._server.server_close()
 
 
 def not_terminal(engine) -> int:

@@ -30,7 +30,7 @@ from sqlalchemy import create_engine, text
 
 from benchmarks.common import demo_images, duplicate_alerts, free_port, idwatch, not_terminal
 from core.pipeline.identities import register_identity
-from core.pipeline.runner import scan
+from core.pipeline.sources.scan import scan
 from core.settings import Settings
 
 PROTECTED = "Eileen Collins"
@@ -100,7 +100,7 @@ def _restart_proc(env: dict, name: str, argv_expr: str) -> None:
             sys.executable,
             "-c",
             "import sys; from core.settings import Settings; "
-            f"from workers.stack import start; start(Settings(), {name!r}, {argv_expr})",
+            f"from workers.ops.stack import start; start(Settings(), {name!r}, {argv_expr})",
         ],
         env=env,
         check=True,
@@ -109,7 +109,8 @@ def _restart_proc(env: dict, name: str, argv_expr: str) -> None:
 
 
 def _restart_worker(env: dict, q: str) -> None:
-    _restart_proc(env, f"worker-{q}", f"__import__('workers.stack').stack.worker_argv([{q!r}])")
+    argv = f"__import__('workers.ops.stack').ops.stack.worker_argv([{q!r}])"
+    _restart_proc(env, f"worker-{q}", argv)
 
 
 def _counts(engine) -> dict:
@@ -242,8 +243,17 @@ def run_faults(
 
 
 def _kill_and_restart(env: dict, data_dir: Path, q: str) -> None:
-    os.killpg(_pid(data_dir, f"worker-{q}"), signal.SIGKILL)
+    pid = _pid(data_dir, f"worker-{q}")
+    os.killpg(pid, signal.SIGKILL)
     time.sleep(1)
+    # On a loaded machine a killed process can take a moment to be reaped, and the
+    # restart refuses to start a second worker under a pid that still answers.
+    for _ in range(150):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
     _restart_worker(env, q)
 
 

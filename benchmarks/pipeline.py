@@ -29,10 +29,12 @@ from benchmarks.common import WebhookReceiver, demo_images, percentile, unique_b
 from core.faces.crops import loose_crop
 from core.forensics.base import ForensicInput
 from core.intake import IntakeLimits, load_image
-from core.pipeline import stages
+from core.pipeline.delivery import deliver
+from core.pipeline.detection import crop, embed_batch
 from core.pipeline.identities import register_identity
-from core.pipeline.submit import submit_bytes, submit_path
-from core.pipeline.verdict import reference_views
+from core.pipeline.matching import index
+from core.pipeline.sources.submit import submit_bytes, submit_path
+from core.pipeline.verdicts import classify, reference_views
 from core.services import Services
 from core.settings import Settings
 
@@ -86,13 +88,14 @@ def embedded(files: list[Path], refs: list[Path], root: Path) -> dict:
         ts = [time.perf_counter()]
         uid = submit_path(svc, f).upload_id
         ts.append(time.perf_counter())
-        if stages.crop(svc, uid).proceed:
+        if crop(svc, uid):
             ts.append(time.perf_counter())
-            stages.embed(svc, [uid])
+            embed_batch(svc, [uid])
             ts.append(time.perf_counter())
-            stages.index(svc, uid)
+            index(svc, uid)
             ts.append(time.perf_counter())
-            stages.classify(svc, uid)
+            for nid in classify(svc, uid):  # delivery counted with classify, as before
+                deliver(svc, nid)
         ts.append(time.perf_counter())
         for name, a, b in zip(per_stage, ts, ts[1:], strict=False):
             per_stage[name].append(b - a)
@@ -149,13 +152,14 @@ def distributed(files: list[Path], refs: list[Path], root: Path, timeout_s: floa
         from core.settings import get_settings
 
         get_settings.cache_clear()
-        from core.pipeline.runner import scan_distributed
-        from workers.dispatch import CeleryDispatcher
+        from core.pipeline.dispatch import make_dispatcher
+        from core.pipeline.sources.scan import scan
 
         svc = Services(get_settings())
+        dispatcher = make_dispatcher(svc)  # the Celery one: a broker is configured
         time.sleep(8)  # workers preload their models after start
         t0 = time.perf_counter()
-        summary = scan_distributed(svc, files, CeleryDispatcher(), timeout_s=timeout_s, poll_s=0.1)
+        summary = scan(svc, files, dispatcher=dispatcher, wait_s=timeout_s, poll_s=0.1)
         dt = time.perf_counter() - t0
         assert summary.pending == 0, summary
         # Idle latency: one fake at a time, from submission to the signed webhook.
@@ -165,7 +169,7 @@ def distributed(files: list[Path], refs: list[Path], root: Path, timeout_s: floa
             data = unique_bytes(f, 50_000 + k)
             t1 = time.perf_counter()
             sub = submit_bytes(svc, data, f"idle-{k}-{f.name}", "bench")
-            CeleryDispatcher().upload(sub.upload_id)
+            dispatcher.upload(sub.upload_id)
             if receiver.wait_for(sub.upload_id, 20):
                 idle.append(time.perf_counter() - t1)
         svc.close()

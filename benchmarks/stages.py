@@ -16,9 +16,12 @@ import time
 from pathlib import Path
 
 from core.demo.dataset import build_demo_set, load_manifest, load_references
-from core.pipeline import stages
+from core.pipeline.delivery import deliver
+from core.pipeline.detection import crop, embed_batch
 from core.pipeline.identities import register_identity
-from core.pipeline.submit import submit_path
+from core.pipeline.matching import index
+from core.pipeline.sources.submit import submit_path
+from core.pipeline.verdicts import classify
 from core.services import Services
 from core.settings import Settings
 
@@ -42,14 +45,15 @@ def main() -> None:
             t0 = time.perf_counter()
             uid = submit_path(svc, r.path).upload_id
             t1 = time.perf_counter()
-            proceed = stages.crop(svc, uid).proceed
+            proceed = crop(svc, uid)
             t2 = time.perf_counter()
             if proceed:
-                stages.embed(svc, [uid])
+                embed_batch(svc, [uid])
                 t3 = time.perf_counter()
-                stages.index(svc, uid)
+                index(svc, uid)
                 t4 = time.perf_counter()
-                stages.classify(svc, uid)
+                for nid in classify(svc, uid):  # delivery counted with classify
+                    deliver(svc, nid)
                 t5 = time.perf_counter()
                 times["embed"].append(t3 - t2)
                 times["index"].append(t4 - t3)

@@ -11,7 +11,7 @@ import threading
 from collections import OrderedDict
 from functools import cached_property
 
-from core.alerts.notify import Notifier, make_notifiers
+from core.alerts.notify import NOTIFIERS, Notifier
 from core.faces.base import FaceBackend
 from core.faces.registry import make_face_backend
 from core.forensics.base import ForgeryDetector
@@ -30,6 +30,7 @@ class Services:
         self.settings = settings or get_settings()
         self.settings.ensure_dirs()
         self._lock = threading.Lock()
+        self._notifiers: dict[str, Notifier] = {}
         # Reference views per identity id, built on first use by classify.
         self.reference_cache: dict[int, list] = {}
         # The last few decoded stored files: when crop and classify of one upload run in
@@ -69,9 +70,13 @@ class Services:
         log.info("forgery detector: %s", det.name)
         return det
 
-    @cached_property
-    def notifiers(self) -> list[Notifier]:
-        return make_notifiers(self.settings, on_attempt=self._record_delivery)
+    def notifier(self, name: str) -> Notifier:
+        """The notifier of that name, built from the settings on first use."""
+        with self._lock:
+            if name not in self._notifiers:
+                cls = NOTIFIERS.load(name)
+                self._notifiers[name] = cls.from_settings(self.settings, self._record_delivery)
+            return self._notifiers[name]
 
     def _record_delivery(
         self,
@@ -85,9 +90,7 @@ class Services:
         """The webhook delivery log: one row per attempt."""
         from core.storage.models import Delivery
 
-        target = next(
-            (getattr(n, "target", None) for n in self.notifiers if n.name == "webhook"), None
-        )
+        target = getattr(self._notifiers.get("webhook"), "target", None)
         with self.db.session() as s:
             s.add(
                 Delivery(

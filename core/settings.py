@@ -28,6 +28,10 @@ class Settings(BaseSettings):
         default=None, description="Model weights; default data_dir/models."
     )
     broker_url: str | None = Field(default=None, description="Celery broker; None = in-process.")
+    dispatcher: str = Field(
+        default="auto",
+        description="inline (stages run in this process) or celery; auto: celery with a broker.",
+    )
 
     # Backends, chosen by name; "auto" picks the production model when its files exist.
     face_backend: str = "auto"  # auto | dlib | insightface
@@ -71,12 +75,23 @@ class Settings(BaseSettings):
 
     notifier: str = "log"  # comma-separated notifier names: log, webhook, memory
 
-    # Webhook notifier: POST JSON, HMAC-SHA256 over "<timestamp>.<body>" with the secret.
+    # Webhook notifier: POST JSON signed the Standard Webhooks way (webhook-id,
+    # webhook-timestamp, webhook-signature). The secret: "whsec_<base64 key>" as the
+    # standard writes it, or any other text (its UTF-8 bytes are the key).
     webhook_url: str | None = None
     webhook_secret: SecretStr | None = None
     webhook_timeout_s: float = 5.0
+    # Attempts within one delivery run (quick retries of a blip); a run that still fails
+    # is run again later: by Celery with the notify backoff below, or by the sweeper.
     webhook_max_attempts: int = 5
     webhook_backoff_s: float = 0.5  # first retry delay; doubles each attempt
+
+    # The notify queue: a failed delivery run is retried with exponential backoff and
+    # jitter (Celery's retry_backoff) up to notify_max_retries times; after that the
+    # notification stays pending and the sweeper queues it again.
+    notify_backoff_s: int = 2
+    notify_backoff_max_s: int = 300
+    notify_max_retries: int = 12
 
     # Ingest API (distributed mode): comma-separated API keys; requests need X-API-Key.
     api_keys: SecretStr | None = None

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import select  # noqa: E402
 
 from core.pipeline.identities import register_identity  # noqa: E402
-from core.pipeline.runner import scan  # noqa: E402
+from core.pipeline.sources.scan import scan  # noqa: E402
 from core.services import Services  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from core.storage.models import Upload  # noqa: E402

@@ -4,7 +4,7 @@ each with the terminal status and reason the pipeline must give it.
 ``build_corpus(dir)`` writes the files under ``dir/corpus`` (plus a secret file under
 ``dir/outside`` that a symlink in the corpus points to, which must never be read) and
 returns one ``Case`` per kind. A case's ``path`` is what is handed to
-``core.pipeline.runner.scan``: the file itself, or, for the folder tricks (links,
+``core.pipeline.sources.scan.scan``: the file itself, or, for the folder tricks (links,
 FIFOs, folders named like images, temporary names, duplicates), a small folder that
 holds them, so the folder-walking rules are what gets tested.
 

@@ -1,6 +1,6 @@
 """The bad-input corpus (tests/badcorpus.py) through the whole embedded pipeline.
 
-Every case is scanned on its own with ``core.pipeline.runner.scan`` (in a thread, so a
+Every case is scanned on its own with ``core.pipeline.sources.scan.scan`` (in a thread, so a
 hang is a test failure and not a stuck run) on one Services with a protected identity
 registered, so faces of that person also go through matching and the forgery verdict.
 Then the whole corpus folder is scanned at once, and watched with ``FolderWatcher``,
@@ -31,8 +31,8 @@ from sqlalchemy import func, select
 from core.intake import REJECTION_CODES
 from core.pipeline.dispatch import InlineDispatcher
 from core.pipeline.identities import register_identity
-from core.pipeline.runner import ScanSummary, scan
-from core.pipeline.watchfolder import FolderWatcher, is_skipped_name
+from core.pipeline.sources.scan import ScanSummary, scan
+from core.pipeline.sources.watchfolder import FolderWatcher, is_skipped_name
 from core.services import Services
 from core.settings import Settings
 from core.storage.models import Face, Match, Upload, UploadStatus, WatchedFile
@@ -408,7 +408,7 @@ def test_watched_folder_takes_regular_files_only_and_ends_them_terminal(
 
 
 def test_two_faces_of_a_protected_person_in_one_upload(run: CorpusRun) -> None:
-    """core/pipeline/verdict.py score_matches: ``for *_, u in todo: s.expunge(u)`` runs
+    """core/pipeline/verdicts.py score_matches: ``for *_, u in todo: s.expunge(u)`` runs
     once per match, and the same Upload instance is in ``todo`` once per matched face,
     so the second expunge raises InvalidRequestError and the upload ends ``failed``."""
     res = run.results["two_protected_faces"]
@@ -431,7 +431,7 @@ def test_backfill_of_an_upload_with_two_faces_of_the_new_identity(tmp_path: Path
 
 
 def test_file_name_that_is_not_utf8(run: CorpusRun) -> None:
-    """core/pipeline/submit.py _insert stores ``original_name`` (and, for unreadable
+    """core/pipeline/sources/submit.py _insert stores ``original_name`` (and, for unreadable
     files, ``path``) as the str of the path; a non-UTF-8 name reaches Python as a
     surrogate escape that SQLite refuses, and runner.scan has no per-file guard."""
     res = run.results["name_not_utf8"]

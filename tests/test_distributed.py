@@ -24,6 +24,7 @@ from sqlalchemy import create_engine, text
 
 from benchmarks.common import WebhookReceiver, duplicate_alerts, free_port, idwatch, unique_bytes
 from core.demo.dataset import load_manifest, load_references
+from core.flow import FLOW
 
 pytestmark = [pytest.mark.postgres, pytest.mark.distributed]
 
@@ -145,14 +146,15 @@ def test_distributed_end_to_end(stack):
     )
     n_alerts = _scalar(engine, "SELECT count(*) FROM alerts")
     assert n_alerts == _scalar(engine, "SELECT count(*) FROM matches WHERE is_fake")
-    # One signed webhook per alert, none with a bad signature, none twice.
+    # One signed webhook per alert (verified with the Standard Webhooks library), none
+    # with a bad signature, none twice.
     _wait(lambda: len(rx.deliveries) >= n_alerts, 60, "webhook deliveries")
     time.sleep(1)
     assert rx.bad == 0
     assert len(rx.deliveries) == n_alerts == len({d["id"] for d in rx.deliveries})
     assert _scalar(engine, "SELECT count(*) FROM deliveries WHERE ok") == n_alerts
 
-    # Flower: auth required, and it lists the four queue workers.
+    # Flower: auth required, and it lists a worker for each queue of the flow.
     flower = stack["flower"]
     _wait(lambda: _port_answers(flower + "/healthcheck", auth=("admin", "flower-pw")), 60, "Flower")
     assert httpx.get(flower + "/api/workers").status_code == 401
@@ -163,7 +165,8 @@ def test_distributed_end_to_end(stack):
         60,
         "Flower to list workers",
     )
-    assert {w.split("@")[0] for w in workers} == {"crop", "embed", "index", "classify"}
+    assert {w.split("@")[0] for w in workers} == set(FLOW.queues)
+    assert "notify" in FLOW.queues
 
     # Registration backfill on the queue: Tom Hanks's earlier uploads are found.
     idwatch(env, "identity", "add", "Tom Hanks", *map(str, refs["Tom Hanks"]))
@@ -190,14 +193,19 @@ def test_distributed_end_to_end(stack):
 
     status = json.loads(idwatch(env, "status", "--json").stdout)
     assert status["uploads"] == {"done": len(rows), "received": 1}  # + the refused one
-    assert set(status["queues"]) == {"crop", "embed", "index", "classify"}
+    assert set(status["queues"]) == {"crop", "embed", "index", "classify", "notify"}
+    # Delivery ran on its own queue: one idwatch.notify task per alert, none failed.
+    tasks = httpx.get(
+        flower + "/api/tasks?taskname=idwatch.notify", auth=("admin", "flower-pw"), timeout=10
+    ).json()
+    assert len(tasks) >= n_alerts and all(t["state"] == "SUCCESS" for t in tasks.values())
 
 
 def _pickle_message(env: dict, demo: Path) -> int:
     """Submit an upload, then send its crop task as a pickle (as an attacker could)."""
     code = (
         "import sys; from pathlib import Path; from core.services import Services; "
-        "from core.pipeline.submit import submit_path; from workers.app import app; "
+        "from core.pipeline.sources.submit import submit_path; from workers.app import app; "
         "svc = Services(); uid = submit_path(svc, Path(sys.argv[1])).upload_id; "
         "app.send_task('idwatch.crop', args=[uid], queue='crop', serializer='pickle'); "
         "print(uid)"
@@ -249,7 +257,7 @@ def test_worker_killed_mid_run_loses_nothing(stack):
                 sys.executable,
                 "-c",
                 "from core.settings import Settings; "
-                "from workers.stack import start, worker_argv; "
+                "from workers.ops.stack import start, worker_argv; "
                 f"start(Settings(), {name!r}, worker_argv([{name.split('-')[1]!r}]))",
             ],
             env=env,

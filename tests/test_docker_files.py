@@ -219,7 +219,7 @@ def test_command_check_rejects_unknown_commands_and_options():
     _parse({"command": ["idwatch", "--data-dir=/d", "-v", "status"]})
 
 
-@pytest.mark.parametrize("queue", ["crop", "embed", "index", "classify"])
+@pytest.mark.parametrize("queue", ["crop", "embed", "index", "classify", "notify"])
 def test_each_queue_has_a_worker_consuming_exactly_it(queue):
     consumers = {
         name: qs for name, svc in APP_SERVICES.items() if (qs := _worker_queues(svc)) is not None

@@ -13,7 +13,7 @@ from core.pipeline.identities import (
     remove_identity,
     show_identity,
 )
-from core.pipeline.runner import scan
+from core.pipeline.sources.scan import scan
 from core.storage.models import Alert, Identity, Match, ReferencePhoto
 
 

@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import update
 
 from core.demo.dataset import insightface_path
-from core.pipeline import stages
+from core.pipeline.detection import crop
 from core.pipeline.dispatch import InlineDispatcher
 from core.pipeline.recovery import MAX_STAGE_RUNS, note_attempt, sweep
+from core.pipeline.sources.submit import submit_path
 from core.pipeline.status import get_status
-from core.pipeline.submit import submit_path
 from core.storage.models import Upload
 
 
@@ -26,7 +26,7 @@ def _age(svc, upload_id: int, seconds: float) -> None:
 
 def test_sweep_redispatches_only_stale_uploads(svc):
     lost = submit_path(svc, insightface_path("t1.jpg")).upload_id  # never dispatched
-    stages.crop(svc, lost)  # and a second one stuck half-way
+    crop(svc, lost)  # and a second one stuck half-way
     fresh = submit_path(svc, insightface_path("Tom_Hanks_54745.png")).upload_id
     _age(svc, lost, 600)
     res = sweep(svc, InlineDispatcher(svc), older_than_s=120)

@@ -9,7 +9,7 @@ from sqlalchemy import func, select, update
 from core.demo.dataset import load_references
 from core.pipeline.identities import register_identity
 from core.pipeline.retention import purge_uploads
-from core.pipeline.runner import scan
+from core.pipeline.sources.scan import scan
 from core.storage.models import Alert, Face, Match, Upload
 
 

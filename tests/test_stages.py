@@ -6,10 +6,12 @@ import numpy as np
 from sqlalchemy import func, select
 
 from core.demo.dataset import insightface_path, load_references
-from core.pipeline import stages
+from core.pipeline.detection import crop, embed, embed_batch
 from core.pipeline.identities import register_identity
-from core.pipeline.submit import submit_bytes, submit_path
-from core.storage.models import Alert, Face, Match, Upload, UploadStatus
+from core.pipeline.matching import index
+from core.pipeline.sources.submit import submit_bytes, submit_path
+from core.pipeline.verdicts import classify
+from core.storage.models import Alert, Face, Match, Notification, Upload, UploadStatus
 
 
 def _count(svc, model, *where) -> int:
@@ -43,8 +45,8 @@ def test_stages_one_by_one_and_again(svc):
     sub = submit_path(svc, insightface_path("t1.jpg"))
     uid = sub.upload_id
 
-    r = stages.crop(svc, uid)
-    assert r.proceed and r.status == UploadStatus.cropped
+    assert crop(svc, uid) == [uid]  # handed on to embed
+    assert _status(svc, uid).status == UploadStatus.cropped
     up = _status(svc, uid)
     assert (up.width, up.height, up.file_format, up.n_faces) == (1280, 886, "JPEG", 6)
     with svc.db.session() as s:
@@ -54,11 +56,12 @@ def test_stages_one_by_one_and_again(svc):
             assert svc.files.abs(f.chip_path).exists() and svc.files.abs(f.crop_path).exists()
             assert 0 < f.quality <= 1 and f.embedding is None
     # Redelivered crop: nothing new.
-    assert stages.crop(svc, uid).status == UploadStatus.cropped
+    assert crop(svc, uid) == [uid]
+    assert _status(svc, uid).status == UploadStatus.cropped
     assert _count(svc, Face, Face.upload_id == uid) == 6
 
-    (r,) = stages.embed(svc, [uid])
-    assert r.status == UploadStatus.embedded
+    assert embed(svc, uid) == [uid]
+    assert _status(svc, uid).status == UploadStatus.embedded
     with svc.db.session() as s:
         vecs = [
             np.frombuffer(f.embedding, np.float32)
@@ -66,33 +69,34 @@ def test_stages_one_by_one_and_again(svc):
         ]
     assert all(v.shape == (svc.face_backend.embedding_dim,) for v in vecs)
     assert np.allclose([np.linalg.norm(v) for v in vecs], 1.0, atol=1e-4)
-    stages.embed(svc, [uid])  # again: no error, same state
+    embed(svc, uid)  # again: no error, same state
     assert _status(svc, uid).status == UploadStatus.embedded
 
-    r = stages.index(svc, uid)
-    assert r.status == UploadStatus.indexed
+    assert index(svc, uid) == [uid]
+    assert _status(svc, uid).status == UploadStatus.indexed
     assert svc.vectors.count(svc.vectors.faces_name(svc.face_backend.name)) == 6
-    stages.index(svc, uid)
+    index(svc, uid)
     assert svc.vectors.count(svc.vectors.faces_name(svc.face_backend.name)) == 6
     assert _count(svc, Match) == 0  # nobody is protected yet
 
-    r = stages.classify(svc, uid)
-    assert r.status == UploadStatus.done and not r.proceed
-    assert stages.classify(svc, uid).status == UploadStatus.done
+    assert classify(svc, uid) == []  # no alert, so nothing to notify
+    assert _status(svc, uid).status == UploadStatus.done
+    assert classify(svc, uid) == []
+    assert _status(svc, uid).status == UploadStatus.done
 
 
 def test_no_face_upload_is_done_with_zero_faces(svc, demo_set):
     sub = submit_path(svc, demo_set / "uploads" / "coffee.jpg")
-    r = stages.crop(svc, sub.upload_id)
-    assert not r.proceed and r.status == UploadStatus.done
-    assert _status(svc, sub.upload_id).n_faces == 0
+    assert crop(svc, sub.upload_id) == []  # nothing goes on
+    up = _status(svc, sub.upload_id)
+    assert up.status == UploadStatus.done and up.n_faces == 0
 
 
 def test_bad_bytes_are_rejected_with_reason(svc):
     sub = submit_bytes(svc, b"<html><body>not an image</body></html>", "evil.jpg")
-    r = stages.crop(svc, sub.upload_id)
+    assert crop(svc, sub.upload_id) == []
     up = _status(svc, sub.upload_id)
-    assert r.status == up.status == UploadStatus.rejected
+    assert up.status == UploadStatus.rejected
     assert up.reason.startswith("not_an_image")
 
 
@@ -101,19 +105,37 @@ def test_matching_and_classify_are_idempotent(svc, demo_set):
     register_identity(svc, "Eileen Collins", refs["Eileen Collins"])
     fake = demo_set / "uploads" / "fake_eileen_person1.png"
     uid = submit_path(svc, fake).upload_id
-    stages.crop(svc, uid)
-    stages.embed(svc, [uid])
-    stages.index(svc, uid)
+    crop(svc, uid)
+    embed(svc, uid)
+    index(svc, uid)
     assert _count(svc, Match) == 1
-    stages.classify(svc, uid)
+    pending = classify(svc, uid)
     with svc.db.session() as s:
         m = s.scalar(select(Match))
         assert m.fake_score is not None and 0 <= m.fake_score <= 1
         assert m.is_fake == (m.fake_score >= svc.fake_threshold)
     n_alerts = _count(svc, Alert)
-    # A redelivered index + classify creates no second match or alert.
+    # One notification per alert and notifier (the test services use "memory"),
+    # handed on to notify; a redelivered classify hands the same ones on again.
+    assert len(pending) == n_alerts == _count(svc, Notification)
+    assert classify(svc, uid) == pending
+    # A redelivered index + classify creates no second match, alert or notification.
     with svc.db.session() as s:
         s.get(Upload, uid).status = UploadStatus.embedded
-    stages.index(svc, uid)
-    stages.classify(svc, uid)
+    index(svc, uid)
+    classify(svc, uid)
     assert _count(svc, Match) == 1 and _count(svc, Alert) == n_alerts
+    assert _count(svc, Notification) == n_alerts
+
+
+def test_embed_batches_the_uploads_waiting_behind_it(svc, demo_set):
+    ids = [
+        submit_path(svc, demo_set / "uploads" / n).upload_id for n in ("person1.jpg", "person3.jpg")
+    ]
+    for uid in ids:
+        crop(svc, uid)
+    # The first upload's embed takes the other waiting one along and hands both on.
+    assert embed(svc, ids[0]) == ids
+    # The second one's own message then finds it embedded and only passes it on.
+    assert embed(svc, ids[1]) == [ids[1]]
+    assert embed_batch(svc, []) == []

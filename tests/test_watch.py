@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy import select
 
 from core.pipeline.dispatch import InlineDispatcher
-from core.pipeline.watchfolder import FolderWatcher, is_skipped_name
+from core.pipeline.sources.watchfolder import FolderWatcher, is_skipped_name
 from core.storage.models import Upload, UploadStatus, WatchedFile
-from workers.watch import watch
+from workers.ops.watch import watch
 
 SETTLE = 0.2
 WAIT = SETTLE + 0.05
@@ -153,7 +153,7 @@ def test_file_changed_while_being_taken_settles_again(
 ):
     """A writer that touches the file between settling and the end of our read: the
     bytes read are not the settled version, so nothing is submitted until it settles."""
-    from core.pipeline import watchfolder
+    from core.pipeline.sources import watchfolder
 
     svc = make_services()
     w = FolderWatcher(svc, root, Recorder(), settle_s=SETTLE)
@@ -207,7 +207,7 @@ def test_hidden_and_temporary_names_are_ignored(make_services, demo_set, root, c
     bad = os.path.join(os.fsencode(root), b"latin1-\xe9.png")  # not UTF-8: skipped
     with open(bad, "wb") as f:
         f.write(data)
-    with caplog.at_level(logging.WARNING, logger="core.pipeline.watchfolder"):
+    with caplog.at_level(logging.WARNING, logger="core.pipeline.sources.watchfolder"):
         assert _settle(w) == [] and w.poll_once() == [] and _uploads(svc) == []
     assert [r.levelname for r in caplog.records] == ["WARNING"]  # once, and no error
     assert "UTF-8" in caplog.records[0].getMessage()
@@ -236,7 +236,7 @@ def test_symlinks_and_fifos_are_never_read(make_services, demo_set, root, tmp_pa
     # A blocking open of a FIFO would hang the pass: run it where we can time it out.
     result: list[list[int]] = []
     t = threading.Thread(target=lambda: result.append(_settle(w)), daemon=True)
-    with caplog.at_level(logging.WARNING, logger="core.pipeline.watchfolder"):
+    with caplog.at_level(logging.WARNING, logger="core.pipeline.sources.watchfolder"):
         t.start()
         t.join(10)
         assert not t.is_alive(), "a pass blocked on a FIFO"

@@ -1,7 +1,11 @@
-"""Signed webhook notifier against a real HTTP receiver on 127.0.0.1 (no mocks of requests)."""
+"""Signed webhook notifier against a real HTTP receiver on 127.0.0.1 (no mocks of requests).
+
+Receivers verify with the Standard Webhooks library (``standardwebhooks``), as a
+platform's own receiver would."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import logging
@@ -13,18 +17,19 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from sqlalchemy import select
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from core.alerts.notify import AlertEvent, LogNotifier, make_notifiers
 from core.alerts.webhook import (
-    HEADER_DELIVERY,
-    HEADER_EVENT,
+    HEADER_ID,
     HEADER_SIGNATURE,
     HEADER_TIMESTAMP,
     DeliveryFailed,
     WebhookNotifier,
+    message_id,
     redact_url,
-    sign,
-    verify,
+    secret_key,
 )
 from core.settings import Settings
 
@@ -58,12 +63,7 @@ def receiver() -> Iterator[Receiver]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            ok = verify(
-                SECRET.encode(),
-                body,
-                self.headers.get(HEADER_TIMESTAMP, ""),
-                self.headers.get(HEADER_SIGNATURE, ""),
-            )
+            ok = verified(SECRET, body, dict(self.headers))
             with rec.lock:
                 rec.requests.append(Received(self.path, dict(self.headers), body, ok))
                 status = rec.statuses.pop(0) if rec.statuses else 200
@@ -89,6 +89,15 @@ def receiver() -> Iterator[Receiver]:
     yield rec
     server.shutdown()
     server.server_close()
+
+
+def verified(secret: str, body: bytes, headers: dict) -> bool:
+    """What a receiver does: the Standard Webhooks library checks id, time and signature."""
+    try:
+        Webhook(secret.encode()).verify(body, headers)
+    except WebhookVerificationError:
+        return False
+    return True
 
 
 def free_port() -> int:
@@ -133,49 +142,50 @@ class Attempts:
 # --- signing and verification --------------------------------------------------------
 
 
-def test_sign_is_hmac_sha256_over_timestamp_dot_body() -> None:
-    body = make_event().to_json().encode()
-    expected = hmac.new(SECRET.encode(), b"1700000000." + body, hashlib.sha256).hexdigest()
-    assert sign(SECRET.encode(), 1700000000, body) == "sha256=" + expected
-    assert sign(SECRET.encode(), 1700000001, body) != sign(SECRET.encode(), 1700000000, body)
+def _signed(secret: str = SECRET, ts: int | None = None, alert_id: int = 7) -> tuple[bytes, dict]:
+    event = make_event(alert_id)
+    body = event.to_json().encode()
+    return body, WebhookNotifier(settings("http://127.0.0.1:9/x", webhook_secret=secret)).headers(
+        event, body, timestamp=ts
+    )
 
 
-def test_verify_window_and_replay() -> None:
-    body, ts = b'{"a": 1}', 1_800_000_000
-    sig = sign(SECRET.encode(), ts, body)
-    assert verify(SECRET.encode(), body, str(ts), sig, now=ts)
-    assert verify(SECRET.encode(), body, str(ts), sig, now=ts + 299)
-    assert not verify(SECRET.encode(), body, str(ts), sig, now=ts + 301)  # replayed later
-    assert not verify(SECRET.encode(), body, str(ts), sig, now=ts - 301)  # from the future
-    assert verify(SECRET.encode(), body, str(ts), sig, tolerance_s=1000, now=ts + 900)
-    # An old request re-sent with a fresh timestamp header no longer matches its signature.
-    assert not verify(SECRET.encode(), body, str(ts + 400), sig, now=ts + 400)
+def test_signature_is_standard_webhooks_v1() -> None:
+    body, h = _signed(ts=1_700_000_000)
+    assert h[HEADER_ID] == message_id(7) == "alert-7-webhook"
+    assert h[HEADER_TIMESTAMP] == "1700000000"
+    # Computed here from the spec, not by the code under test.
+    mac = hmac.new(SECRET.encode(), b"alert-7-webhook.1700000000." + body, hashlib.sha256)
+    assert h[HEADER_SIGNATURE] == "v1," + base64.b64encode(mac.digest()).decode()
+    assert _signed(ts=1_700_000_001)[1][HEADER_SIGNATURE] != h[HEADER_SIGNATURE]
 
 
-@pytest.mark.parametrize(
-    ("ts", "sig"),
-    [
-        ("", "VALID"),
-        ("abc", "VALID"),
-        ("+TS", "VALID"),
-        ("TS.0", "VALID"),
-        ("TS", ""),
-        ("TS", "sha1=HEX"),
-        ("TS", "HEX"),  # prefix missing
-        ("TS", "sha256="),
-        ("TS", "sha256=zz"),
-        ("TS", "sha256=HEXé"),
-        ("TS", None),
-        (None, "VALID"),
-    ],
-)
-def test_verify_malformed_headers_are_false(ts, sig) -> None:
-    body, now = b"{}", int(time.time())
-    valid = sign(SECRET.encode(), now, body)
-    ts_h = ts.replace("TS", str(now)) if isinstance(ts, str) else ts
-    sig_h = sig.replace("VALID", valid).replace("HEX", valid[7:]) if isinstance(sig, str) else sig
-    assert verify(SECRET.encode(), body, ts_h, sig_h) is False
-    assert verify(SECRET.encode(), body, str(now), valid) is True  # the control case
+def test_whsec_secret_is_the_standard_base64_key() -> None:
+    key = bytes(range(24))
+    whsec = "whsec_" + base64.b64encode(key).decode()
+    assert secret_key(whsec) == key
+    assert secret_key("plain text") == b"plain text"
+    body, h = _signed(secret=whsec)
+    Webhook(whsec).verify(body, h)  # a receiver passes the whsec_ secret as it is
+    with pytest.raises(ValueError, match="not base64"):
+        secret_key("whsec_not*base64")
+
+
+def test_library_enforces_window_and_rejects_tampering() -> None:
+    now = int(time.time())
+    body, h = _signed(ts=now - 200)
+    assert verified(SECRET, body, h)
+    assert not verified(SECRET, *_signed(ts=now - 400))  # replayed later
+    assert not verified(SECRET, *_signed(ts=now + 400))  # from the future
+    assert not verified("another-secret", body, h)
+    tampered = body.replace(b'"fake_score": 0.9731', b'"fake_score": 0.1')
+    assert tampered != body and not verified(SECRET, tampered, h)
+    # An old request re-sent with a fresh timestamp no longer matches its signature.
+    assert not verified(SECRET, body, {**h, HEADER_TIMESTAMP: str(now)})
+    # Another alert's id on this body does not match either.
+    assert not verified(SECRET, body, {**h, HEADER_ID: message_id(8)})
+    for missing in (HEADER_ID, HEADER_TIMESTAMP, HEADER_SIGNATURE):
+        assert not verified(SECRET, body, {k: v for k, v in h.items() if k != missing})
 
 
 # --- delivery over HTTP --------------------------------------------------------------
@@ -192,25 +202,12 @@ def test_delivery_arrives_signed_with_exact_body(receiver: Receiver) -> None:
     assert got.path == "/hooks/idwatch"
     assert got.body == event.to_json().encode("utf-8")
     assert got.headers["Content-Type"] == "application/json"
-    assert got.headers[HEADER_EVENT] == "alert"
-    assert got.headers[HEADER_DELIVERY] == f"alert-{event.alert_id}"
+    assert got.headers[HEADER_ID] == f"alert-{event.alert_id}-webhook"
     assert abs(int(got.headers[HEADER_TIMESTAMP]) - time.time()) < 5
     assert len(attempts.calls) == 1
     alert_id, n, ok, status, error, seconds = attempts.calls[0]
     assert (alert_id, n, ok, status, error) == (event.alert_id, 1, True, 200, None)
     assert 0 <= seconds < 2
-
-
-def test_receiver_rejects_wrong_secret_and_tampered_body(receiver: Receiver) -> None:
-    WebhookNotifier(settings(receiver.url)).notify(make_event())
-    got = receiver.requests[0]
-    ts, sig = got.headers[HEADER_TIMESTAMP], got.headers[HEADER_SIGNATURE]
-    assert verify(SECRET.encode(), got.body, ts, sig)
-    assert not verify(b"another-secret", got.body, ts, sig)
-    tampered = got.body.replace(b'"fake_score": 0.9731', b'"fake_score": 0.1')
-    assert tampered != got.body
-    assert not verify(SECRET.encode(), tampered, ts, sig)
-    assert not verify(SECRET.encode(), got.body + b" ", ts, sig)
 
 
 def test_sender_with_wrong_secret_fails_receiver_check(receiver: Receiver) -> None:
@@ -235,7 +232,7 @@ def test_500_twice_then_200_is_delivered_on_attempt_3(receiver: Receiver) -> Non
     assert attempts.calls[0][4].startswith("HTTP 500")
     assert len(receiver.requests) == 3
     assert all(r.verified for r in receiver.requests)  # each attempt signed afresh
-    assert {r.headers[HEADER_DELIVERY] for r in receiver.requests} == {"alert-42"}
+    assert {r.headers[HEADER_ID] for r in receiver.requests} == {"alert-42-webhook"}
     assert len({r.body for r in receiver.requests}) == 1
 
 
@@ -275,6 +272,7 @@ def test_permanent_400_is_not_retried(receiver: Receiver) -> None:
         )
     assert len(receiver.requests) == 1
     assert (err.value.alert_id, err.value.attempts, err.value.status_code) == (5, 1, 400)
+    assert not err.value.retryable
     assert [(c[1], c[2], c[3]) for c in attempts.calls] == [(1, False, 400)]
 
 
@@ -285,7 +283,7 @@ def test_unreachable_port_fails_after_max_attempts() -> None:
         WebhookNotifier(settings(url, webhook_max_attempts=3), on_attempt=attempts).notify(
             make_event()
         )
-    assert err.value.attempts == 3 and err.value.status_code is None
+    assert err.value.attempts == 3 and err.value.status_code is None and err.value.retryable
     assert [c[1] for c in attempts.calls] == [1, 2, 3]
     assert all(c[2] is False and c[3] is None for c in attempts.calls)
     assert all("ConnectionError" in c[4] for c in attempts.calls)
@@ -361,19 +359,10 @@ def test_make_notifiers_builds_webhook_with_callback(receiver: Receiver) -> None
     assert len(attempts.calls) == 1 and receiver.requests[0].verified
 
 
-def test_notify_pending_retries_later_until_delivered(receiver: Receiver, make_services) -> None:
-    """DeliveryFailed leaves the alert undelivered; the next run delivers it once."""
-    from core.pipeline.verdict import notify_pending
+def _alert_with_notification(svc) -> tuple[int, int]:
+    from core.pipeline.delivery import open_notifications
     from core.storage.models import Alert, Face, Identity, Upload
 
-    receiver.statuses = [500, 500]
-    svc = make_services(
-        notifier="webhook",
-        webhook_url=receiver.url,
-        webhook_secret=SECRET,
-        webhook_max_attempts=2,
-        webhook_backoff_s=0.01,
-    )
     with svc.db.session() as s:
         ident = Identity(name="Zoë Example")
         up = Upload(sha256="0" * 64, original_name="clip.jpg", path="uploads/x.jpg")
@@ -385,19 +374,66 @@ def test_notify_pending_retries_later_until_delivered(receiver: Receiver, make_s
         )  # fmt: skip
         s.add(face)
         s.flush()
-        s.add(
-            Alert(
-                face_id=face.id, upload_id=up.id, identity_key=ident.id, identity_id=ident.id,
-                identity_name=ident.name, similarity=0.8, fake_score=0.9, decision="fake",
-                detector="offline",
-            )
+        alert = Alert(
+            face_id=face.id, upload_id=up.id, identity_key=ident.id, identity_id=ident.id,
+            identity_name=ident.name, similarity=0.8, fake_score=0.9, decision="fake",
+            detector="offline",
         )  # fmt: skip
+        s.add(alert)
+        s.flush()
+        open_notifications(s, svc, alert.id)
+        s.flush()
+        from core.storage.models import Notification
 
-    assert notify_pending(svc) == 0  # both attempts answered 500
+        return alert.id, s.scalar(select(Notification.id))
+
+
+def test_delivery_run_retried_later_is_delivered_once(receiver: Receiver, make_services) -> None:
+    """A failed run leaves the notification pending with the error; the next run
+    delivers it; later runs send nothing (one delivery per (alert, notifier))."""
+    from core.pipeline.delivery import deliver
+    from core.storage.models import Alert, Delivery, Notification
+
+    receiver.statuses = [500, 500]
+    svc = make_services(
+        notifier="webhook",
+        webhook_url=receiver.url,
+        webhook_secret=SECRET,
+        webhook_max_attempts=2,
+        webhook_backoff_s=0.01,
+    )
+    alert_id, nid = _alert_with_notification(svc)
+    with pytest.raises(DeliveryFailed):  # both attempts of the run answered 500
+        deliver(svc, nid)
     with svc.db.session() as s:
-        alert = s.query(Alert).one()
-        assert alert.notified_at is None
-    assert notify_pending(svc) == 1
-    assert notify_pending(svc) == 0  # delivered alerts are not sent again
+        n = s.get(Notification, nid)
+        assert (n.status, n.attempts, n.claimed_at) == ("pending", 1, None)
+        assert "HTTP 500" in n.error
+        assert s.get(Alert, alert_id).notified_at is None
+    assert deliver(svc, nid) == []
+    assert deliver(svc, nid) == []  # delivered: not sent again
+    with svc.db.session() as s:
+        n = s.get(Notification, nid)
+        assert (n.status, n.attempts) == ("delivered", 2) and n.delivered_at is not None
+        assert s.get(Alert, alert_id).notified_at is not None
+        assert [d.ok for d in s.scalars(select(Delivery).order_by(Delivery.id))] == [
+            False,
+            False,
+            True,
+        ]
     assert len(receiver.requests) == 3 and all(r.verified for r in receiver.requests)
-    assert {r.headers[HEADER_DELIVERY] for r in receiver.requests} == {f"alert-{alert.id}"}
+    assert {r.headers[HEADER_ID] for r in receiver.requests} == {f"alert-{alert_id}-webhook"}
+
+
+def test_refused_delivery_is_failed_for_good(receiver: Receiver, make_services) -> None:
+    from core.pipeline.delivery import deliver
+    from core.storage.models import Notification
+
+    receiver.statuses = [410]
+    svc = make_services(notifier="webhook", webhook_url=receiver.url, webhook_secret=SECRET)
+    _, nid = _alert_with_notification(svc)
+    assert deliver(svc, nid) == []  # no exception: nothing to retry
+    assert deliver(svc, nid) == []
+    with svc.db.session() as s:
+        assert s.get(Notification, nid).status == "failed"
+    assert len(receiver.requests) == 1

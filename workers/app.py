@@ -1,4 +1,4 @@
-"""The Celery application: four queues (crop, embed, index, classify) over Redis.
+"""The Celery application: one queue per stage of the flow (``core.flow``) over Redis.
 
 Deliberate settings (see README, "Distributed mode"):
 
@@ -12,23 +12,27 @@ Deliberate settings (see README, "Distributed mode"):
   message after the visibility timeout; a task that may still be running must never
   reach it, or it would run twice at once.
 - transient errors (database, Redis, Milvus unreachable) are retried with exponential
-  backoff; after the last retry the upload is marked ``failed`` with the error.
+  backoff (``workers.tasks.FlowTask``); after the last retry the upload is marked
+  ``failed`` with the error.
+
+The queues and the queue of every task are read from the flow, never listed here.
 """
 
 from __future__ import annotations
 
 import logging
 
-from celery import Celery, Task, signals
+from celery import Celery, signals
 from kombu import Queue
 
+from core.flow import FLOW, NOTIFICATION
 from core.services import Services
 from core.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-QUEUES = ("crop", "embed", "index", "classify")
-TASK_MODULES = ["workers.crop", "workers.embed", "workers.index", "workers.classify"]
+QUEUES = FLOW.queues
+TASK_MODULES = ["workers.tasks"]
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -47,9 +51,8 @@ def make_celery(settings: Settings) -> Celery:
         broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
         broker_connection_retry_on_startup=True,
         task_queues=[Queue(q) for q in QUEUES],
-        task_default_queue="crop",
-        task_routes={f"idwatch.{q}": {"queue": q} for q in QUEUES}
-        | {"idwatch.backfill": {"queue": "classify"}},
+        task_default_queue=FLOW.first.queue,
+        task_routes={s.task_name: {"queue": s.queue} for s in FLOW.stages.values()},
         worker_send_task_events=True,  # Flower
         task_send_sent_event=True,
         worker_hijack_root_logger=False,
@@ -70,10 +73,19 @@ def services() -> Services:
     return _services
 
 
+def _needs_models(app: Celery) -> bool:
+    """Whether this worker consumes a queue whose stages use the models (every queue but
+    notify's); a worker started without -Q consumes them all."""
+    consumed = set(app.amqp.queues.consume_from or {}) or set(QUEUES)
+    return any(s.subject != NOTIFICATION for q in consumed for s in FLOW.queue_stages(q))
+
+
 @signals.worker_process_init.connect
 def _fresh_services_after_fork(**_) -> None:
     global _services
     _services = None
+    if not _needs_models(app):
+        return
     # Load the models now rather than on the first task, so the first upload after a
     # (re)start does not wait for them.
     try:
@@ -82,67 +94,3 @@ def _fresh_services_after_fork(**_) -> None:
         svc.detector.load()
     except Exception:  # a missing model shows up again, with its error, on the task
         log.exception("model preload failed")
-
-
-def _transient() -> tuple[type[BaseException], ...]:
-    import redis.exceptions
-    import sqlalchemy.exc
-    from pymilvus.exceptions import MilvusException
-
-    return (
-        sqlalchemy.exc.OperationalError,
-        sqlalchemy.exc.InterfaceError,
-        redis.exceptions.ConnectionError,
-        redis.exceptions.TimeoutError,
-        MilvusException,
-        ConnectionError,
-        TimeoutError,
-    )
-
-
-def _broker_errors() -> tuple[type[BaseException], ...]:
-    import kombu.exceptions
-    import redis.exceptions
-
-    return (kombu.exceptions.OperationalError, redis.exceptions.ConnectionError)
-
-
-class StageTask(Task):
-    """Base of every pipeline task: retries transient errors with backoff and, when a
-    task finally fails, records the error on the upload (terminal ``failed``)."""
-
-    autoretry_for = _transient()
-    retry_backoff = 2  # 2, 4, 8, 16, 32, 60 s: rides out a database or Milvus restart
-    retry_backoff_max = 60
-    retry_jitter = False
-    max_retries = get_settings().task_max_retries
-    acks_late = True
-
-    def __call__(self, *args, **kwargs):
-        # Count stage runs per upload: a message that kills its worker every time is
-        # redelivered forever (acks_late + reject_on_worker_lost) unless someone stops it.
-        upload_id = args[0] if args else kwargs.get("upload_id")
-        if self.name != "idwatch.backfill" and upload_id is not None:
-            from core.pipeline.recovery import note_attempt
-
-            if not note_attempt(services(), int(upload_id)):
-                return None
-        return super().__call__(*args, **kwargs)
-
-    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
-        upload_id = args[0] if args else kwargs.get("upload_id")
-        if isinstance(exc, _broker_errors()):
-            # The broker itself is down: neither a retry nor the next stage could be
-            # queued. The upload stays non-terminal and `idwatch sweep` re-dispatches it
-            # once the broker is back; failing it here would lose a good upload.
-            log.warning("task %s for %s hit a broker outage: %r", self.name, upload_id, exc)
-            return
-        if self.name == "idwatch.backfill" or upload_id is None:
-            log.error("task %s failed: %r", self.name, exc)
-            return
-        from core.pipeline.status import mark_failed
-
-        try:
-            mark_failed(services(), int(upload_id), f"{self.name}: {type(exc).__name__}: {exc}")
-        except Exception:  # the database may be what failed; the log keeps the record
-            log.exception("could not mark upload %s failed", upload_id)

@@ -1,24 +1,24 @@
-"""Choose how uploads are run: Celery queues when a broker is configured, else inline."""
+"""The Celery dispatcher: each stage of the flow is a message on the stage's queue.
+
+Registered by name in ``core.pipeline.dispatch.DISPATCHERS`` ("celery") and chosen by
+``make_dispatcher`` when a broker is configured; ``core`` never imports this module.
+"""
 
 from __future__ import annotations
 
-from core.pipeline.dispatch import Dispatcher, InlineDispatcher
+from core.flow import Stage
+from core.pipeline.dispatch import Dispatcher
 from core.services import Services
 
 
-class CeleryDispatcher:
-    """Sends ``{"upload_id": N}``-sized JSON messages; workers do the rest."""
+class CeleryDispatcher(Dispatcher):
+    """Sends ``{"args": [id]}``-sized JSON messages to the stage's queue; workers do the
+    rest and hand on from there."""
 
-    def upload(self, upload_id: int) -> None:
-        from workers.crop import crop
+    def __init__(self, svc: Services | None = None) -> None:
+        self.svc = svc
 
-        crop.delay(upload_id)
+    def send(self, stage: Stage, subject_id: int) -> None:
+        from workers.app import app  # the Celery app is built on first use, not on import
 
-    def backfill(self, identity_id: int) -> None:
-        from workers.classify import backfill
-
-        backfill.delay(identity_id)
-
-
-def make_dispatcher(svc: Services) -> Dispatcher:
-    return CeleryDispatcher() if svc.settings.broker_url else InlineDispatcher(svc)
+        app.send_task(stage.task_name, args=[int(subject_id)], queue=stage.queue)

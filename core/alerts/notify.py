@@ -2,7 +2,9 @@
 
 A notifier receives a small JSON-able ``AlertEvent`` (ids, names, scores, never
 pixels). ``log`` writes one structured line per alert; ``webhook`` POSTs it,
-signed, to a receiver (``core.alerts.webhook``).
+signed, to a receiver (``core.alerts.webhook``). Notifiers are chosen by name
+(``IDWATCH_NOTIFIER``) from ``NOTIFIERS``; the notify stage
+(``core.pipeline.delivery``) calls one notifier per (alert, notifier) row.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from core.registry import Registry
 from core.settings import Settings
 
 log = logging.getLogger("idwatch.alerts")
@@ -37,12 +40,43 @@ class AlertEvent:
         return json.dumps(asdict(self), sort_keys=True)
 
 
+class DeliveryFailed(Exception):
+    """Delivering one alert failed. ``retryable``: worth trying again later (the receiver
+    was unreachable, timed out, or answered 429/5xx); False: it refused for good."""
+
+    def __init__(
+        self,
+        alert_id: int,
+        attempts: int,
+        status_code: int | None,
+        error: str | None,
+        retryable: bool = True,
+    ) -> None:
+        self.alert_id = alert_id
+        self.attempts = attempts
+        self.status_code = status_code
+        self.error = error
+        self.retryable = retryable
+        super().__init__(
+            f"delivery of alert {alert_id} failed after {attempts} attempt(s): {error}"
+        )
+
+
+# on_attempt(alert_id, attempt_no, ok, status_code, error, seconds): the delivery log.
+AttemptCallback = Callable[[int, int, bool, int | None, str | None, float], None]
+
+
 class Notifier(ABC):
     name: str = ""
 
+    @classmethod
+    def from_settings(cls, settings: Settings, on_attempt: AttemptCallback | None) -> Notifier:
+        return cls()
+
     @abstractmethod
     def notify(self, event: AlertEvent) -> None:
-        """Deliver one alert; raise on failure so the caller can retry later."""
+        """Deliver one alert; raise (``DeliveryFailed`` when the cause is known) on
+        failure so the notify stage can try again later."""
 
 
 class LogNotifier(Notifier):
@@ -64,30 +98,26 @@ class MemoryNotifier(Notifier):
         self.events.append(event)
 
 
-def _webhook(settings: Settings, on_attempt: Callable | None) -> Notifier:
-    # Imported here: webhook.py builds on this module (Notifier, AlertEvent).
-    from core.alerts.webhook import WebhookNotifier
-
-    return WebhookNotifier(settings, on_attempt=on_attempt)
-
-
-# name -> factory(settings, on_attempt); on_attempt only matters to notifiers that retry.
-_NOTIFIERS: dict[str, Callable[[Settings, Callable | None], Notifier]] = {
-    "log": lambda _s, _cb: LogNotifier(),
-    "memory": lambda _s, _cb: MemoryNotifier(),
-    "webhook": _webhook,
-}
+NOTIFIERS: Registry[Notifier] = Registry(
+    "notifier",
+    {
+        "log": "core.alerts.notify:LogNotifier",
+        "memory": "core.alerts.notify:MemoryNotifier",
+        "webhook": "core.alerts.webhook:WebhookNotifier",
+    },
+)
 
 
-def make_notifiers(settings: Settings, on_attempt: Callable | None = None) -> list[Notifier]:
-    """Notifiers named in ``settings.notifier`` (comma-separated).
+def notifier_names(settings: Settings) -> list[str]:
+    """The notifiers named in ``settings.notifier`` (comma-separated), checked."""
+    names = [n.strip() for n in settings.notifier.split(",") if n.strip()]
+    return [NOTIFIERS.check(n) for n in dict.fromkeys(names)]
+
+
+def make_notifiers(settings: Settings, on_attempt: AttemptCallback | None = None) -> list[Notifier]:
+    """Notifiers named in ``settings.notifier``, built from the settings.
 
     ``on_attempt(alert_id, attempt_no, ok, status_code, error, seconds)`` is called for
     each delivery attempt of notifiers that make them (webhook): the delivery log.
     """
-    out: list[Notifier] = []
-    for name in filter(None, (n.strip() for n in settings.notifier.split(","))):
-        if name not in _NOTIFIERS:
-            raise ValueError(f"unknown notifier {name!r}; choose from {', '.join(_NOTIFIERS)}")
-        out.append(_NOTIFIERS[name](settings, on_attempt))
-    return out
+    return [NOTIFIERS.load(n).from_settings(settings, on_attempt) for n in notifier_names(settings)]

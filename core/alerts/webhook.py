@@ -1,119 +1,87 @@
 """Signed webhook notifier: POST each alert as JSON to a receiver's URL.
 
+Signed the Standard Webhooks way (standardwebhooks.com), so a receiver in any language
+verifies with that project's library instead of reading this code.
+
 Request
     ``POST <webhook_url>`` with the body ``AlertEvent.to_json()`` encoded UTF-8
     (canonical JSON: sorted keys) and these headers:
 
     ``Content-Type``         ``application/json``
-    ``X-Idwatch-Event``      ``alert``
-    ``X-Idwatch-Delivery``   ``alert-<alert_id>``: the same on every retry of one alert,
-                             so a receiver can drop duplicates (delivery is at-least-once).
-    ``X-Idwatch-Timestamp``  unix seconds when this attempt was signed (decimal integer).
-    ``X-Idwatch-Signature``  ``sha256=<hex>``: HMAC-SHA256 with the shared secret over
-                             ``b"<timestamp>." + body`` (the raw body bytes, as received).
+    ``webhook-id``           ``alert-<alert_id>-webhook``: the same for every attempt of one
+                             (alert, notifier), so a receiver drops duplicates (delivery
+                             is at-least-once).
+    ``webhook-timestamp``    unix seconds when this attempt was signed.
+    ``webhook-signature``    ``v1,<base64 HMAC-SHA256>`` over ``"<id>.<timestamp>.<body>"``
+                             with the shared secret's key.
+
+Secret
+    ``IDWATCH_WEBHOOK_SECRET``: ``whsec_<base64 key>`` as the standard writes secrets
+    (receivers pass it to ``Webhook(secret)`` as it is), or any other text, whose UTF-8
+    bytes are the key (receivers pass ``Webhook(secret.encode())``).
 
 Receiver
-    Call ``verify(secret, raw_body, timestamp_header, signature_header)`` before
-    parsing the JSON. It compares in constant time and refuses timestamps more than
-    ``tolerance_s`` (default 300 s) away from the receiver's clock, so a captured
-    request cannot be replayed later. Answer 2xx once the alert is stored; answer
-    429 or 5xx to have it retried; any other 4xx (or 3xx: redirects are not followed)
-    is treated as final.
+    ``standardwebhooks.Webhook(secret).verify(raw_body, headers)`` before parsing; it
+    compares in constant time and refuses timestamps more than 5 minutes away (replay).
+    Answer 2xx once the alert is stored; 429 or 5xx to have it retried; any other 4xx
+    (or 3xx: redirects are not followed) is final.
 
 Sender
-    Connection errors, timeouts, 429 and 5xx are retried with exponential backoff
-    (``webhook_backoff_s``, doubling, +0-10 % jitter, capped; a numeric ``Retry-After``
-    is honoured up to the cap) up to ``webhook_max_attempts``. Each attempt is signed
-    afresh. When every attempt failed, ``DeliveryFailed`` is raised and the alert stays
-    undelivered for the next ``notify_pending`` run. The secret is used only to sign;
-    it never appears in logs, exception messages or attempt records.
+    Connection errors, timeouts, 429 and 5xx are retried within one delivery run with
+    exponential backoff (``webhook_backoff_s``, doubling, +0-10 % jitter, capped; a numeric
+    ``Retry-After`` is honoured up to the cap) up to ``webhook_max_attempts``; each attempt
+    is signed afresh. A run that still fails raises ``DeliveryFailed`` (``retryable``),
+    and the notify stage runs it again later. The secret is used only to sign; it never
+    appears in logs, exception messages or attempt records.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import base64
+import binascii
 import logging
 import random
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
+from standardwebhooks import Webhook
 
-from core.alerts.notify import AlertEvent, Notifier
+from core.alerts.notify import AlertEvent, AttemptCallback, DeliveryFailed, Notifier
 from core.settings import Settings
 
 log = logging.getLogger("idwatch.alerts.webhook")
 
-HEADER_EVENT = "X-Idwatch-Event"
-HEADER_DELIVERY = "X-Idwatch-Delivery"
-HEADER_TIMESTAMP = "X-Idwatch-Timestamp"
-HEADER_SIGNATURE = "X-Idwatch-Signature"
-SIGNATURE_PREFIX = "sha256="
-EVENT_ALERT = "alert"
-
-# on_attempt(alert_id, attempt_no, ok, status_code, error, seconds)
-AttemptCallback = Callable[[int, int, bool, int | None, str | None, float], None]
+HEADER_ID = "webhook-id"
+HEADER_TIMESTAMP = "webhook-timestamp"
+HEADER_SIGNATURE = "webhook-signature"
+SECRET_PREFIX = "whsec_"
 
 _MAX_ERROR_CHARS = 300
 
-
-class DeliveryFailed(Exception):
-    """Every attempt to deliver one alert failed (or the receiver refused it for good)."""
-
-    def __init__(
-        self, alert_id: int, attempts: int, status_code: int | None, error: str | None
-    ) -> None:
-        self.alert_id = alert_id
-        self.attempts = attempts
-        self.status_code = status_code
-        self.error = error
-        super().__init__(
-            f"webhook delivery of alert {alert_id} failed after {attempts} attempt(s): {error}"
-        )
+__all__ = ["DeliveryFailed", "WebhookNotifier", "message_id", "secret_key", "redact_url"]
 
 
-def _as_bytes(secret: bytes | str) -> bytes:
-    return secret.encode("utf-8") if isinstance(secret, str) else secret
+def secret_key(secret: str) -> bytes:
+    """The HMAC key of a configured secret: a ``whsec_`` secret's base64 payload decoded
+    (strictly: a typo must not silently become another key), else the text's UTF-8."""
+    if secret.startswith(SECRET_PREFIX):
+        payload = secret[len(SECRET_PREFIX) :]
+        try:
+            key = base64.b64decode(payload + "=" * (-len(payload) % 4), validate=True)
+        except binascii.Error as exc:
+            raise ValueError("IDWATCH_WEBHOOK_SECRET: whsec_ secret is not base64") from exc
+        if not key:
+            raise ValueError("IDWATCH_WEBHOOK_SECRET: empty whsec_ secret")
+        return key
+    return secret.encode("utf-8")
 
 
-def sign(secret: bytes, timestamp: int, body: bytes) -> str:
-    """``"sha256=" + hex(HMAC-SHA256(secret, b"<timestamp>." + body))``."""
-    mac = hmac.new(_as_bytes(secret), b"%d." % timestamp + body, hashlib.sha256)
-    return SIGNATURE_PREFIX + mac.hexdigest()
-
-
-def verify(
-    secret: bytes,
-    body: bytes,
-    timestamp_header: str,
-    signature_header: str,
-    tolerance_s: int = 300,
-    now: float | None = None,
-) -> bool:
-    """True only if the signature matches and the timestamp is within ``tolerance_s``.
-
-    Malformed or missing headers give False, never an exception, so a receiver can
-    answer 401 on any False.
-    """
-    if not isinstance(body, bytes | bytearray) or not secret:
-        return False
-    if not isinstance(timestamp_header, str) or not isinstance(signature_header, str):
-        return False
-    ts_text = timestamp_header.strip()
-    # Digits only: int() would also take "+5", " 5", "5_000" or non-ASCII digits.
-    if not (ts_text.isascii() and ts_text.isdigit()) or len(ts_text) > 12:
-        return False
-    timestamp = int(ts_text)
-    current = time.time() if now is None else now
-    if abs(current - timestamp) > tolerance_s:
-        return False
-    sig = signature_header.strip()
-    if not sig.startswith(SIGNATURE_PREFIX) or not sig.isascii():
-        return False
-    expected = sign(secret, timestamp, bytes(body))
-    return hmac.compare_digest(expected.encode("ascii"), sig.lower().encode("ascii"))
+def message_id(alert_id: int, notifier: str = "webhook") -> str:
+    """``webhook-id`` of one (alert, notifier): stable across attempts and runs."""
+    return f"alert-{alert_id}-{notifier}"
 
 
 def redact_url(url: str) -> str:
@@ -130,6 +98,12 @@ class WebhookNotifier(Notifier):
     """POSTs signed alerts to ``settings.webhook_url``; see the module docstring."""
 
     name = "webhook"
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, on_attempt: AttemptCallback | None
+    ) -> WebhookNotifier:
+        return cls(settings, on_attempt)
 
     def __init__(
         self,
@@ -155,7 +129,8 @@ class WebhookNotifier(Notifier):
             raise ValueError("webhook_timeout_s must be > 0 and webhook_backoff_s >= 0")
         self.url = url
         self.target = redact_url(url)  # what logs and the delivery log may show
-        self._secret = secret.encode("utf-8")
+        self._secret = secret
+        self._signer = Webhook(secret_key(secret))
         self.timeout_s = settings.webhook_timeout_s
         self.max_attempts = settings.webhook_max_attempts
         self.backoff_s = settings.webhook_backoff_s
@@ -168,13 +143,15 @@ class WebhookNotifier(Notifier):
 
     def headers(self, event: AlertEvent, body: bytes, timestamp: int | None = None) -> dict:
         ts = int(time.time()) if timestamp is None else timestamp
+        msg_id = message_id(event.alert_id, self.name)
         return {
             "Content-Type": "application/json",
-            "User-Agent": "idwatch-webhook/1",
-            HEADER_EVENT: EVENT_ALERT,
-            HEADER_DELIVERY: f"alert-{event.alert_id}",
+            "User-Agent": "idwatch-webhook/2",
+            HEADER_ID: msg_id,
             HEADER_TIMESTAMP: str(ts),
-            HEADER_SIGNATURE: sign(self._secret, ts, body),
+            HEADER_SIGNATURE: self._signer.sign(
+                msg_id, datetime.fromtimestamp(ts, UTC), body.decode("utf-8")
+            ),
         }
 
     def notify(self, event: AlertEvent) -> None:
@@ -224,7 +201,7 @@ class WebhookNotifier(Notifier):
                 error,
             )
             if not retryable or attempt == self.max_attempts:
-                raise DeliveryFailed(event.alert_id, attempt, status, error)
+                raise DeliveryFailed(event.alert_id, attempt, status, error, retryable)
             self._sleep(self._delay(attempt, retry_after))
         raise AssertionError("unreachable")  # pragma: no cover - loop always returns/raises
 
@@ -241,7 +218,7 @@ class WebhookNotifier(Notifier):
         text = text.replace(self.url, self.target)
         # Defence in depth: the secret is never sent anywhere it could be echoed, but an
         # error string must not be able to carry it into logs or the delivery table.
-        text = text.replace(self._secret.decode("utf-8"), "***")
+        text = text.replace(self._secret, "***")
         return text[:_MAX_ERROR_CHARS]
 
     def _report(

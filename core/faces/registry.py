@@ -5,26 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.faces.base import FaceBackend
+from core.registry import Registry
 
-BACKENDS = ("dlib", "insightface")
+FACE_BACKENDS: Registry[FaceBackend] = Registry(
+    "face backend",
+    {
+        "dlib": "core.faces.dlib_backend:DlibFaceBackend",
+        "insightface": "core.faces.insightface_backend:InsightFaceBackend",
+    },
+)
+BACKENDS = FACE_BACKENDS.names
 
 
 def resolve_face_backend_name(name: str, model_dir: Path) -> str:
     if name == "auto":
-        from core.faces.insightface_backend import InsightFaceBackend
-
-        return "insightface" if InsightFaceBackend.available(model_dir) else "dlib"
-    if name not in BACKENDS:
-        raise ValueError(f"unknown face backend {name!r}; choose one of {', '.join(BACKENDS)}")
-    return name
+        insightface = FACE_BACKENDS.load("insightface")
+        return "insightface" if insightface.available(model_dir) else "dlib"
+    return FACE_BACKENDS.check(name)
 
 
 def make_face_backend(name: str, model_dir: Path) -> FaceBackend:
-    name = resolve_face_backend_name(name, model_dir)
-    if name == "insightface":
-        from core.faces.insightface_backend import InsightFaceBackend
-
-        return InsightFaceBackend(model_dir)
-    from core.faces.dlib_backend import DlibFaceBackend
-
-    return DlibFaceBackend(model_dir)
+    return FACE_BACKENDS.load(resolve_face_backend_name(name, model_dir))(model_dir)

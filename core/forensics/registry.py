@@ -5,30 +5,31 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.forensics.base import ForgeryDetector
+from core.registry import Registry
 
-DETECTORS = ("offline", "univfd", "clip-ref")
+DETECTOR_CLASSES: Registry[ForgeryDetector] = Registry(
+    "detector",
+    {
+        "offline": "core.forensics.offline:OfflineDetector",
+        "univfd": "core.forensics.univfd:UnivFDDetector",
+        "clip-ref": "core.forensics.clip_ref:ClipRefDetector",
+    },
+)
+DETECTORS = DETECTOR_CLASSES.names
+# Detectors that run a trained head file (IDWATCH_DETECTOR_PATH); UnivFD's head is fixed.
+_TAKES_HEAD = {"offline", "clip-ref"}
 
 
 def resolve_detector_name(name: str, model_dir: Path) -> str:
     if name == "auto":
-        from core.forensics.univfd import UnivFDDetector
-
-        return "univfd" if UnivFDDetector.available(model_dir) else "offline"
-    if name not in DETECTORS:
-        raise ValueError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")
-    return name
+        univfd = DETECTOR_CLASSES.load("univfd")
+        return "univfd" if univfd.available(model_dir) else "offline"
+    return DETECTOR_CLASSES.check(name)
 
 
 def make_detector(name: str, model_dir: Path, head_path: Path | None = None) -> ForgeryDetector:
     name = resolve_detector_name(name, model_dir)
-    if name == "univfd":
-        from core.forensics.univfd import UnivFDDetector
-
-        return UnivFDDetector(model_dir)
-    if name == "clip-ref":
-        from core.forensics.clip_ref import ClipRefDetector
-
-        return ClipRefDetector(model_dir, head_path=head_path)
-    from core.forensics.offline import OfflineDetector
-
-    return OfflineDetector(model_dir=model_dir, head_path=head_path)
+    cls = DETECTOR_CLASSES.load(name)
+    if name in _TAKES_HEAD:
+        return cls(model_dir=model_dir, head_path=head_path)
+    return cls(model_dir)

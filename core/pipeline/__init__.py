@@ -1,6 +1,7 @@
-"""The pipeline: submit -> crop -> embed -> index -> classify -> alert.
+"""The pipeline: the stages of the flow (``core.flow``) and what feeds and watches it.
 
-Each stage is a plain function of (Services, ids). Stages read their inputs from
-storage and write their outputs to storage, so the embedded runner can call them
-in a loop and a Celery task can wrap each one unchanged.
+Each stage is a plain function of (Services, id) returning the ids for the next stage.
+Stages read their inputs from storage and write their outputs to storage, so the
+in-process dispatcher can call them one after the other and a Celery task can wrap
+each one unchanged.
 """

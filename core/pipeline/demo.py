@@ -14,7 +14,7 @@ from pathlib import Path
 
 from core.demo.dataset import ManifestRow, build_demo_set, load_manifest, load_references
 from core.pipeline.identities import RegistrationError, register_identity
-from core.pipeline.runner import ScanSummary, scan
+from core.pipeline.sources.scan import ScanSummary, scan
 from core.services import Services
 from core.storage.models import Alert, Upload
 

@@ -1,9 +1,10 @@
-"""Protected identities: register from authentic photos, list, remove (erase), backfill."""
+"""Protected identities: register from authentic photos (and start the backfill job),
+list, show, remove (the erasure job, ``core.pipeline.erasure``)."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +13,12 @@ from sqlalchemy import func, select
 from core.errors import Rejected
 from core.faces.base import DetectedFace
 from core.intake import decode_image, read_bytes
+from core.pipeline import jobs
+from core.pipeline.backfill import BACKFILL, BackfillResult
+from core.pipeline.dispatch import Dispatcher, InlineDispatcher
 from core.pipeline.erasure import erase_identity, find_identity
-from core.pipeline.stages import add_match, best_identity_hits
-from core.pipeline.verdict import reference_views, score_matches
 from core.services import Services
-from core.storage.models import Alert, Face, Identity, Match, ReferencePhoto, Upload
+from core.storage.models import Alert, Identity, Match, ReferencePhoto, Upload
 
 log = logging.getLogger(__name__)
 
@@ -36,20 +38,14 @@ class PreparedPhoto:
 
 
 @dataclass
-class BackfillResult:
-    faces_checked: int = 0
-    matches: int = 0
-    alerts: int = 0
-    upload_ids: list[int] = field(default_factory=list)
-
-
-@dataclass
 class Registration:
     identity_id: int
     name: str
     references_added: int
     created: bool
-    backfill: BackfillResult
+    backfill: BackfillResult  # filled when the backfill ran here (in-process dispatcher)
+    backfill_job_id: int | None = None
+    backfill_status: str | None = None
 
 
 def prepare_photo(svc: Services, path: Path, pick_largest: bool = False) -> PreparedPhoto:
@@ -80,9 +76,12 @@ def register_identity(
     photos: list[Path],
     pick_largest: bool = False,
     backfill_now: bool = True,
+    dispatcher: Dispatcher | None = None,
 ) -> Registration:
     """Validate every photo first (nothing is written if one is refused), then store the
-    identity, its reference photos and vectors, and scan earlier uploads (backfill)."""
+    identity, its reference photos and vectors, and scan earlier uploads: a backfill job
+    opened with the references and handed to ``dispatcher`` (default: run here, now).
+    ``backfill_now=False`` opens no job (nothing scanned yet to look through)."""
     name = name.strip()
     if not name:
         raise RegistrationError("the identity needs a name")
@@ -124,6 +123,7 @@ def register_identity(
             s.flush()
             new_refs.append((ref.id, p.embedding))
         identity_id = ident.id
+        job_id = jobs.open_job(s, BACKFILL, identity_id).id if backfill_now and new_refs else None
     if new_refs:
         svc.vectors.add_references(
             backend.name,
@@ -131,58 +131,16 @@ def register_identity(
             [identity_id] * len(new_refs),
             np.stack([e for _, e in new_refs]),
         )
-    bf = backfill(svc, identity_id) if backfill_now and new_refs else BackfillResult()
-    return Registration(identity_id, name, len(new_refs), created, bf)
-
-
-def backfill(svc: Services, identity_id: int) -> BackfillResult:
-    """Find earlier uploads' faces that claim this identity and give them a verdict."""
-    views = reference_views(svc, identity_id)
-    vecs = np.stack([v.embedding for v in views if v.embedding is not None]) if views else None
-    res = BackfillResult()
-    if vecs is None or len(vecs) == 0:
-        return res
-    candidates: set[int] = set()
-    for hits in svc.vectors.search_faces(
-        svc.face_backend.name, vecs, min_score=svc.match_threshold
-    ):
-        candidates.update(h.id for h in hits)
-    res.faces_checked = len(candidates)
-    with svc.db.session() as s:
-        rows = list(
-            s.execute(
-                select(Face.id, Face.embedding).where(
-                    Face.id.in_(list(candidates)), Face.embedding.is_not(None)
-                )
-            )
-        )
-    # Decide each candidate face the way the index stage does, against every protected
-    # identity, so a face claims the new person only if it would have claimed them then.
-    claims = (
-        best_identity_hits(svc, np.stack([np.frombuffer(e, np.float32) for _, e in rows]))
-        if rows
-        else []
-    )
-    with svc.db.session() as s:
-        ident = s.get(Identity, identity_id)
-        if ident is None or ident.erasing_at is not None:
-            return res
-        new = []
-        for (fid, _), claimed in zip(rows, claims, strict=True):
-            if identity_id in claimed:
-                sim, ref_id = claimed[identity_id]
-                if add_match(s, fid, identity_id, sim, ref_id):
-                    new.append(fid)
-        match_ids = list(
-            s.scalars(
-                select(Match.id).where(Match.identity_id == identity_id, Match.face_id.in_(new))
-            )
-        )
-        res.upload_ids = sorted(set(s.scalars(select(Face.upload_id).where(Face.id.in_(new)))))
-    res.matches = len(match_ids)
-    if match_ids:
-        res.alerts = score_matches(svc, match_ids=match_ids)
-    return res
+    reg = Registration(identity_id, name, len(new_refs), created, BackfillResult(), job_id)
+    if job_id is not None:
+        try:
+            (dispatcher or InlineDispatcher(svc)).backfill(job_id)
+        except Exception:  # broker down: the job row is pending, the sweeper sends it
+            log.exception("backfill job %s of identity %s not queued yet", job_id, identity_id)
+        job = jobs.get(svc, job_id)
+        reg.backfill_status = job.status
+        reg.backfill = BackfillResult.from_detail(job.detail)
+    return reg
 
 
 def list_identities(svc: Services) -> list[dict]:

@@ -2,11 +2,14 @@
 
 Messages can be lost outside the pipeline's control: Redis restarted without
 persistence, a process crashing between creating an upload and enqueueing it, a
-worker dying after its visibility timeout was raised. The sweeper finds uploads
-that are not terminal and have not moved for a while, and dispatches them again
-from the start: every stage is idempotent, so already-finished stages are skipped
-in milliseconds. It also retries undelivered notifications and finishes erasures
-that failed or whose process died.
+worker dying after its visibility timeout was raised. The sweeper finds work that is not
+finished and has not moved for a while and hands it to the dispatcher again:
+
+- uploads not terminal, from the start of the flow (every stage is idempotent, so
+  finished stages are skipped in milliseconds);
+- notifications still pending (a receiver that was away longer than the notify
+  queue's retries);
+- jobs (backfill, erasure) that failed, were never started, or whose process died.
 
 An upload that keeps coming back (for example one that kills its worker each time)
 is failed after ``max_attempts`` stage runs instead of looping forever.
@@ -20,21 +23,15 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 
+from core.flow import FLOW
+from core.pipeline import delivery, jobs
 from core.pipeline.dispatch import Dispatcher
-from core.pipeline.erasure import resume_erasures
-from core.pipeline.status import mark_failed
-from core.pipeline.verdict import notify_pending
+from core.pipeline.status import NON_TERMINAL, mark_failed
 from core.services import Services
-from core.storage.models import Upload, UploadStatus
+from core.storage.models import Upload
 
 log = logging.getLogger(__name__)
 
-NON_TERMINAL = (
-    UploadStatus.received,
-    UploadStatus.cropped,
-    UploadStatus.embedded,
-    UploadStatus.indexed,
-)
 # Four stages per upload; a few full retries on top before giving up.
 MAX_STAGE_RUNS = 16
 
@@ -52,9 +49,9 @@ def note_attempt(svc: Services, upload_id: int, max_runs: int = MAX_STAGE_RUNS) 
 
 @dataclass
 class SweepResult:
-    requeued: list[int]
-    notified: int
-    erasures_finished: list[int] = field(default_factory=list)
+    requeued: list[int]  # upload ids
+    notifications: list[int] = field(default_factory=list)
+    jobs: list[int] = field(default_factory=list)
 
 
 def sweep(
@@ -64,9 +61,11 @@ def sweep(
     limit: int = 1000,
     backlog: int = 0,
 ) -> SweepResult:
-    """Re-dispatch uploads idle for ``older_than_s``. With messages still queued
-    (``backlog`` > 0) an idle upload is more likely waiting its turn than lost, so the
-    wait is ten times longer: re-dispatching a backlog would only double it."""
+    """Re-dispatch uploads, notifications and jobs idle for ``older_than_s``. With
+    messages still queued (``backlog`` > 0) idle work is more likely waiting its turn
+    than lost, so the wait is ten times longer: re-dispatching a backlog would only
+    double it. A notification waits at least the notify queue's longest backoff, so one
+    whose Celery retry is still scheduled is not sent twice over."""
     wait = older_than_s * (10 if backlog > 0 else 1)
     cutoff = datetime.now(UTC) - timedelta(seconds=wait)
     with svc.db.session() as s:
@@ -85,4 +84,15 @@ def sweep(
     for uid in stuck:
         log.warning("re-dispatching upload %s (not terminal for %.0f s)", uid, wait)
         dispatcher.upload(uid)
-    return SweepResult(stuck, notify_pending(svc), resume_erasures(svc))
+    notify_wait = (
+        max(wait, 2 * svc.settings.notify_backoff_max_s) if not dispatcher.synchronous else wait
+    )
+    notifications = delivery.stuck(svc, notify_wait, limit)
+    for nid in notifications:
+        log.warning("re-dispatching notification %s (pending for %.0f s)", nid, notify_wait)
+        dispatcher.notify(nid)
+    again = jobs.stuck(svc, wait)
+    for job in again:
+        log.warning("re-dispatching %s job %s (%s)", job.kind, job.id, job.error or "not finished")
+        dispatcher.send(FLOW[job.kind], job.id)  # each kind of job is the stage of its name
+    return SweepResult(stuck, notifications, [j.id for j in again])

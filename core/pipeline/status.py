@@ -1,17 +1,27 @@
-"""Upload status transitions. Every upload ends in done, rejected or failed."""
+"""Upload status transitions. Every upload ends in done, rejected or failed.
+
+The order of the statuses is the flow's (``core.flow``): received, then what each stage
+reaches.
+"""
 
 from __future__ import annotations
 
+from core.flow import FLOW
 from core.services import Services
 from core.storage.models import Upload, UploadStatus
 
-ORDER = [
-    UploadStatus.received,
-    UploadStatus.cropped,
-    UploadStatus.embedded,
-    UploadStatus.indexed,
-    UploadStatus.done,
-]
+ORDER = [UploadStatus(s) for s in FLOW.order]
+NON_TERMINAL = [UploadStatus(s) for s in FLOW.non_terminal]
+
+
+def load_upload(svc: Services, upload_id: int) -> Upload:
+    """The upload row, detached (a stage reads it, then writes in its own transaction)."""
+    with svc.db.session() as s:
+        up = s.get(Upload, upload_id)
+        if up is None:
+            raise LookupError(f"upload {upload_id} does not exist")
+        s.expunge(up)
+        return up
 
 
 def get_status(svc: Services, upload_id: int) -> str:

@@ -1,4 +1,5 @@
-"""SQLAlchemy 2 models: identities, reference photos, uploads, faces, matches, alerts.
+"""SQLAlchemy 2 models: identities, reference photos, uploads, faces, matches, alerts,
+notifications, jobs.
 
 The schema itself is created by the Alembic migrations in ``migrations/``;
 these classes must stay in step with them (a test compares the two).
@@ -23,6 +24,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from core.flow import UploadStatus
+
+__all__ = ["UploadStatus"]  # the statuses come from the flow; re-exported for the models
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -36,22 +41,6 @@ class Base(DeclarativeBase):
 # vectors, files and alerts, so a reused id would hand one person's data to another.
 # (PostgreSQL sequences never go back.)
 NO_ID_REUSE = {"sqlite_autoincrement": True}
-
-
-class UploadStatus(enum.StrEnum):
-    """received -> cropped -> embedded -> indexed -> done; or rejected / failed."""
-
-    received = "received"
-    cropped = "cropped"
-    embedded = "embedded"
-    indexed = "indexed"
-    done = "done"
-    rejected = "rejected"  # bad input, with a reason code
-    failed = "failed"  # the system failed, with the error
-
-    @property
-    def terminal(self) -> bool:
-        return self in (UploadStatus.done, UploadStatus.rejected, UploadStatus.failed)
 
 
 class Identity(Base):
@@ -172,12 +161,43 @@ class Alert(Base):
     detector: Mapped[str] = mapped_column(String(40))
     parts: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Set once every notifier has taken it (see ``Notification``).
     notified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    # Set by the worker that is delivering it, so two workers never send the same alert.
-    notify_claimed_at: Mapped[datetime | None] = mapped_column(
-        DateTime(timezone=True), nullable=True
-    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class NotificationStatus(enum.StrEnum):
+    """pending -> delivered; or failed (the receiver refused it for good)."""
+
+    pending = "pending"
+    delivered = "delivered"
+    failed = "failed"
+
+
+class Notification(Base):
+    """One alert for one notifier: the unit the notify stage delivers, exactly once.
+
+    Created with the alert (one per configured notifier). The unique (alert, notifier)
+    pair keeps a redelivered classify or notify task from sending anything twice;
+    ``claimed_at`` keeps two workers from sending it at the same moment."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        UniqueConstraint("alert_id", "notifier", name="uq_notification_alert_notifier"),
+        NO_ID_REUSE,
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id", ondelete="CASCADE"), index=True)
+    notifier: Mapped[str] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(20), default=NotificationStatus.pending, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # delivery runs
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
 
 
 class Delivery(Base):

@@ -43,7 +43,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from core.pipeline.dispatch import Dispatcher
-from core.pipeline.submit import Submission, submit_bytes, submit_path
+from core.pipeline.sources.submit import Submission, submit_bytes, submit_path
 from core.services import Services
 from core.storage.models import UploadStatus, WatchedFile
 

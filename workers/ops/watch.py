@@ -1,8 +1,8 @@
 """The watched-folder process: ``idwatch watch DIR`` runs ``watch`` until SIGINT/SIGTERM.
 
 All the rules (what is taken, when, exactly once) live in
-``core.pipeline.watchfolder.FolderWatcher``; this is only the process shell.
-Each file taken is logged at INFO by the ``core.pipeline.watchfolder`` logger.
+``core.pipeline.sources.watchfolder.FolderWatcher``; this is only the process shell.
+Each file taken is logged at INFO by the ``core.pipeline.sources.watchfolder`` logger.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import signal
 import threading
 from pathlib import Path
 
-from core.pipeline.dispatch import Dispatcher
-from core.pipeline.watchfolder import FolderWatcher
+from core.pipeline.dispatch import Dispatcher, make_dispatcher
+from core.pipeline.sources.watchfolder import FolderWatcher
 from core.services import Services
 
 log = logging.getLogger(__name__)
@@ -37,9 +37,7 @@ def watch(
     own_svc = svc is None
     svc = svc or Services()
     if dispatcher is None:
-        from workers.dispatch import make_dispatcher  # Celery with a broker, else inline
-
-        dispatcher = make_dispatcher(svc)
+        dispatcher = make_dispatcher(svc)  # Celery with a broker, else inline
     stop = stop or threading.Event()
     watcher = FolderWatcher(svc, root, dispatcher, settle_s=settle_s, poll_s=poll_s)
 

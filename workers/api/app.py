@@ -19,12 +19,8 @@ ever a label (``Upload.original_name``): stored files are named by their SHA-256
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import threading
-import unicodedata
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import (
@@ -36,29 +32,24 @@ from fastapi import (
     HTTPException,
     Path,
     Query,
-    Request,
     Response,
-    Security,
     UploadFile,
 )
 from fastapi.responses import JSONResponse
-from fastapi.security import APIKeyHeader
-from pydantic import AfterValidator, BaseModel, Field, SecretStr
 from sqlalchemy import func, select, text
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from core.alerts.listing import list_alerts
 from core.pipeline.dispatch import Dispatcher
+from core.pipeline.sources.submit import submit_bytes
 from core.pipeline.status import mark_failed
-from core.pipeline.submit import submit_bytes
 from core.services import Services
 from core.storage.models import Alert, Upload, UploadStatus
+from workers.api.auth import KeyChecker, RequireKeyMiddleware, require_key
+from workers.api.labels import REFERENCE_MAX, upload_label
+from workers.api.models import ERRORS, AlertOut, ErrorOut, Health, UploadAccepted, UploadOut
 
 log = logging.getLogger(__name__)
 
-API_KEY_HEADER = "X-API-Key"
-NAME_MAX = 200  # characters of the client's filename kept as a label
-REFERENCE_MAX = 128  # characters of the platform's reference (e.g. its post id)
 ALERTS_PAGE_MAX = 1000
 # Multipart parsing limits: one file, the reference field, nothing else of size.
 FORM_LIMITS = {"max_files": 1, "max_fields": 4, "max_part_size": 4096}
@@ -68,182 +59,11 @@ class ApiConfigError(RuntimeError):
     """The API is configured in a way that must not be served (e.g. no API keys)."""
 
 
-# --- response models -----------------------------------------------------------------------
-
-
-def _utc(dt: datetime) -> datetime:
-    # SQLite hands back naive datetimes; every time stored is UTC.
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
-
-
-UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
-
-
-class UploadAccepted(BaseModel):
-    upload_id: int
-    status: str = Field(description="Status now; a new upload starts as 'received'.")
-    duplicate: bool = Field(description="The same bytes were submitted before; same upload_id.")
-
-
-class AlertOut(BaseModel):
-    id: int
-    upload_id: int
-    upload: str = Field(description="The upload's label (client filename or reference).")
-    face_id: int
-    box: list[float] = Field(description="Face box in the upload: x1, y1, x2, y2 (pixels).")
-    identity: str | None = Field(description="Protected identity; null once erased.")
-    identity_id: int | None
-    similarity: float
-    fake_score: float
-    decision: str
-    detector: str
-    quality: float
-    reference_id: int | None
-    erased: bool
-    notified: bool
-    created_at: UtcDatetime
-
-
-class UploadOut(BaseModel):
-    upload_id: int
-    status: str = Field(description="received, cropped, embedded, indexed; done/rejected/failed.")
-    reason: str | None = Field(description="Rejection code and message, or the failure.")
-    n_faces: int | None
-    original_name: str
-    created_at: UtcDatetime
-    updated_at: UtcDatetime
-    alerts: list[AlertOut]
-
-
-class Health(BaseModel):
-    ok: bool
-
-
-class ErrorOut(BaseModel):
-    detail: str
-
-
-_ERRORS = {
-    401: {"model": ErrorOut, "description": "Missing or wrong X-API-Key."},
-}
-
-
-# --- API keys ------------------------------------------------------------------------------
-
-
-class KeyChecker:
-    """Constant-time check of a presented key against every configured key.
-
-    Keys are compared as SHA-256 digests so the comparison time does not depend on
-    the keys' lengths either, and every key is compared (no early exit)."""
-
-    def __init__(self, secret: SecretStr | None) -> None:
-        raw = secret.get_secret_value() if secret is not None else ""
-        self._digests = [
-            hashlib.sha256(k.strip().encode()).digest() for k in raw.split(",") if k.strip()
-        ]
-
-    @property
-    def configured(self) -> bool:
-        return bool(self._digests)
-
-    def ok(self, presented: bytes | None) -> bool:
-        if not self._digests:
-            return True  # only reachable with allow_no_auth=True
-        if not presented:
-            return False
-        given = hashlib.sha256(presented).digest()
-        match = False
-        for d in self._digests:
-            match |= hmac.compare_digest(given, d)
-        return match
-
-
-class _RequireKeyMiddleware:
-    """Refuse unauthenticated requests before the body is read.
-
-    FastAPI parses a multipart body before it runs dependencies, so the route-level
-    check alone would let anyone without a key make the server spool a full-size
-    upload. This check runs first; the route dependency repeats it (and declares the
-    scheme in the OpenAPI schema)."""
-
-    def __init__(self, app: ASGIApp, checker: KeyChecker, open_paths: frozenset[str]) -> None:
-        self.app = app
-        self.checker = checker
-        self.open_paths = open_paths
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not self._is_open(scope):
-            presented = next(
-                (v for k, v in scope["headers"] if k == API_KEY_HEADER.lower().encode()), None
-            )
-            if not self.checker.ok(presented):
-                await _unauthorized()(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-    def _is_open(self, scope: Scope) -> bool:
-        path: str = scope["path"]
-        root = scope.get("root_path", "")
-        if root and path.startswith(root):
-            path = path[len(root) :]
-        return path in self.open_paths
-
-
-API_KEY_SCHEME = APIKeyHeader(
-    name=API_KEY_HEADER, auto_error=False, description="One of the configured API keys."
-)
-
-
-def require_key(request: Request, key: Annotated[str | None, Security(API_KEY_SCHEME)]) -> None:
-    """Route dependency: declares the scheme in OpenAPI and checks the key again."""
-    checker: KeyChecker = request.app.state.key_checker
-    # Starlette decodes header bytes as latin-1; encode back to the bytes sent.
-    if not checker.ok(key.encode("latin-1") if key else None):
-        raise HTTPException(status_code=401, detail=f"missing or invalid {API_KEY_HEADER}")
-
-
-def _unauthorized() -> JSONResponse:
-    return JSONResponse({"detail": f"missing or invalid {API_KEY_HEADER}"}, status_code=401)
-
-
-# --- labels --------------------------------------------------------------------------------
-
-
-def clean_text(value: str, max_len: int) -> str:
-    """Drop control and invisible format characters (NUL, newlines, bidi overrides that
-    make a name display differently from what it is), trim, and cap the length."""
-    kept = "".join(ch for ch in value if unicodedata.category(ch) not in ("Cc", "Cf"))
-    return kept.strip()[:max_len]
-
-
-def safe_filename(filename: str | None) -> str | None:
-    """The last path component of a client filename, as a display label only."""
-    if not filename:
-        return None
-    name = clean_text(filename, 10 * NAME_MAX).replace("\\", "/").rsplit("/", 1)[-1]
-    name = name.strip()[:NAME_MAX]
-    return None if name in ("", ".", "..") else name
-
-
-def upload_label(filename: str | None, reference: str | None) -> str:
-    name = safe_filename(filename)
-    ref = clean_text(reference, REFERENCE_MAX) if reference else ""
-    if name and ref:
-        return f"{name} (reference:{ref})"
-    if ref:
-        return f"reference:{ref}"
-    return name or "api-upload"
-
-
 def _public_reason(status: str, reason: str | None) -> str | None:
     # A failure reason holds a traceback; clients get its first line only.
     if reason and status == UploadStatus.failed:
         return reason.splitlines()[0][:500]
     return reason
-
-
-# --- app -----------------------------------------------------------------------------------
 
 
 def create_app(
@@ -293,7 +113,7 @@ def create_app(
         )
         if p
     )
-    app.add_middleware(_RequireKeyMiddleware, checker=checker, open_paths=open_paths)
+    app.add_middleware(RequireKeyMiddleware, checker=checker, open_paths=open_paths)
 
     app.state.key_checker = checker
     auth = [Depends(require_key)]
@@ -312,7 +132,7 @@ def create_app(
         response_model=UploadAccepted,
         dependencies=auth,
         responses={
-            **_ERRORS,
+            **ERRORS,
             413: {"description": "Request or image over the size limits."},
         },
     )
@@ -347,7 +167,7 @@ def create_app(
         "/uploads/{upload_id}",
         response_model=UploadOut,
         dependencies=auth,
-        responses={**_ERRORS, 404: {"model": ErrorOut, "description": "No such upload."}},
+        responses={**ERRORS, 404: {"model": ErrorOut, "description": "No such upload."}},
     )
     def get_upload(upload_id: Annotated[int, Path(ge=1)]) -> UploadOut:
         with svc.db.session() as s:
@@ -379,7 +199,7 @@ def create_app(
         response_model=list[AlertOut],
         dependencies=auth,
         responses={
-            **_ERRORS,
+            **ERRORS,
             200: {"headers": {"X-Total-Count": {"description": "Rows before paging."}}},
         },
     )

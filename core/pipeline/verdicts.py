@@ -1,32 +1,42 @@
-"""Stage 2: forgery verdicts for faces that claim a protected identity, and alerts.
+"""Stage classify: forgery verdicts for faces that claim a protected identity, and alerts.
 
-Used by the classify stage (new uploads) and by backfill (a newly registered
-identity found in earlier uploads). Scoring a match twice is harmless: the
-match row is updated, and the alert is unique per (face, identity).
+``score_matches`` is shared by the classify stage (new uploads) and by backfill (a
+newly registered identity found in earlier uploads). Scoring a match twice is harmless:
+the match row is updated, and the alert is unique per (face, identity). Each alert is
+created with its notifications (one per notifier), which the notify stage delivers.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
 
 import numpy as np
-from sqlalchemy import or_, select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from core.errors import Rejected
+from core.faces.base import DetectedFace
 from core.faces.crops import loose_crop
 from core.forensics.base import ForensicInput, ReferenceView
+from core.pipeline import alert_rule, delivery
+from core.pipeline.detection import face_from_row
+from core.pipeline.status import load_upload
 from core.services import Services
-from core.storage.models import Alert, Face, Identity, Match, ReferencePhoto, Upload
+from core.storage.models import (
+    Alert,
+    Face,
+    Identity,
+    Match,
+    ReferencePhoto,
+    Upload,
+    UploadStatus,
+)
 
 log = logging.getLogger(__name__)
 
 
 def reference_views(svc: Services, identity_id: int) -> list[ReferenceView]:
     """The identity's authentic references, decoded and cropped once per process."""
-    from core.faces.base import DetectedFace
-
     with svc.db.session() as s:
         refs = list(
             s.scalars(select(ReferencePhoto).where(ReferencePhoto.identity_id == identity_id))
@@ -62,8 +72,6 @@ def score_matches(
     svc: Services, upload_id: int | None = None, match_ids: list[int] | None = None
 ) -> int:
     """Score unscored matches (of one upload, or the given ids). Returns alerts created."""
-    from core.pipeline.stages import face_from_row
-
     q = (
         select(Match, Face, Upload)
         .join(Face, Match.face_id == Face.id)
@@ -108,16 +116,14 @@ def score_matches(
             file_format=img.format,
         )
         result = detector.score(inp)
-        is_fake = result.score >= threshold
         with svc.db.session() as s:
             m = s.get(Match, match_id)
             if m is None:  # identity removed meanwhile
                 continue
-            m.fake_score, m.is_fake, m.detector = result.score, is_fake, result.detector
+            m.fake_score, m.detector = result.score, result.detector
+            m.is_fake = alert_rule.is_fake(result.score, threshold)
             m.parts = {k: float(v) for k, v in result.parts.items()}
-            if is_fake:
-                created += _add_alert(s, m, face_id, up.id)
-    notify_pending(svc)
+            created += _add_alert(svc, s, m, face_id, up.id, threshold)
     return created
 
 
@@ -127,111 +133,52 @@ def _face_embedding(svc: Services, face_id: int) -> np.ndarray | None:
     return None if e is None else np.frombuffer(e, np.float32)
 
 
-def _add_alert(s, m: Match, face_id: int, upload_id: int) -> int:
-    if (
-        s.scalar(
-            select(Alert.id).where(Alert.face_id == face_id, Alert.identity_key == m.identity_id)
-        )
-        is not None
-    ):
-        return 0
+def _add_alert(svc: Services, s, m: Match, face_id: int, upload_id: int, threshold: float) -> int:
+    already = s.scalar(
+        select(Alert.id).where(Alert.face_id == face_id, Alert.identity_key == m.identity_id)
+    )
     ident = s.get(Identity, m.identity_id)
-    if ident is None or ident.erasing_at is not None:
-        return 0  # being erased: raise nothing in the person's name
+    protected = ident is not None and ident.erasing_at is None
+    if not alert_rule.raises_alert(m.fake_score, threshold, protected, already is not None):
+        return 0
     try:
         with s.begin_nested():  # a concurrent worker may insert the same alert
-            s.add(
-                Alert(
-                    face_id=face_id,
-                    upload_id=upload_id,
-                    identity_key=m.identity_id,
-                    identity_id=m.identity_id,
-                    identity_name=ident.name if ident else None,
-                    reference_id=m.reference_id,
-                    similarity=m.similarity,
-                    fake_score=m.fake_score,
-                    decision="fake",
-                    detector=m.detector,
-                    parts=m.parts,
-                )
+            alert = Alert(
+                face_id=face_id,
+                upload_id=upload_id,
+                identity_key=m.identity_id,
+                identity_id=m.identity_id,
+                identity_name=ident.name,
+                reference_id=m.reference_id,
+                similarity=m.similarity,
+                fake_score=m.fake_score,
+                decision="fake",
+                detector=m.detector,
+                parts=m.parts,
             )
+            s.add(alert)
+            s.flush()
+            delivery.open_notifications(s, svc, alert.id)
         return 1
     except IntegrityError:
         return 0
 
 
-# A claim older than this is taken to belong to a worker that died while delivering.
-NOTIFY_CLAIM_LEASE = timedelta(minutes=10)
-
-
-def _claim(svc: Services, alert_id: int) -> bool:
-    """Atomically take the delivery of one alert (compare-and-set on the row)."""
-    now = datetime.now(UTC)
-    with svc.db.session() as s:
-        res = s.execute(
-            update(Alert)
-            .where(
-                Alert.id == alert_id,
-                Alert.notified_at.is_(None),
-                or_(
-                    Alert.notify_claimed_at.is_(None),
-                    Alert.notify_claimed_at < now - NOTIFY_CLAIM_LEASE,
-                ),
-            )
-            .values(notify_claimed_at=now)
-        )
-        return res.rowcount == 1
-
-
-def notify_pending(svc: Services) -> int:
-    """Send every alert not yet delivered, each by exactly one worker at a time; mark it
-    delivered when every notifier took it. A failed delivery is released for a retry."""
-    from core.alerts.notify import AlertEvent
-
-    with svc.db.session() as s:
-        rows = list(
-            s.execute(
-                select(Alert, Face, Upload)
-                .join(Face, Alert.face_id == Face.id)
-                .join(Upload, Alert.upload_id == Upload.id)
-                .where(Alert.notified_at.is_(None), Alert.erased_at.is_(None))
-            )
-        )
-        events = [
-            AlertEvent(
-                alert_id=a.id,
-                upload_id=u.id,
-                face_id=f.id,
-                identity_id=a.identity_id,
-                identity_name=a.identity_name,
-                similarity=round(a.similarity, 4),
-                fake_score=round(a.fake_score, 4),
-                decision=a.decision,
-                detector=a.detector,
-                upload_name=u.original_name,
-                box=list(f.box),
-                created_at=a.created_at.isoformat(),
-            )
-            for a, f, u in rows
-        ]
-    sent = 0
-    for ev in events:
-        if not _claim(svc, ev.alert_id):
-            continue  # another worker is delivering it, or did
-        delivered = True
-        try:
-            for n in svc.notifiers:
-                n.notify(ev)
-        except Exception as exc:  # delivery is retried on the next pass
-            log.error("notifying alert %s failed: %s", ev.alert_id, exc)
-            delivered = False
+# -- classify ------------------------------------------------------------------------
+def classify(svc: Services, upload_id: int) -> list[int]:
+    """Score every face of the upload that claims a protected identity and alert on
+    fakes; the upload is then done. Returns the upload's pending notifications, for the
+    notify stage (also on a redelivered run, so none is stranded by a crash between
+    the commit and the hand-on)."""
+    up = load_upload(svc, upload_id)
+    if up.status != UploadStatus.done and UploadStatus(up.status).terminal:
+        return []
+    if up.status not in (UploadStatus.indexed, UploadStatus.done):
+        raise RuntimeError(f"upload {upload_id} is {up.status}, classify needs indexed")
+    if up.status == UploadStatus.indexed:
+        score_matches(svc, upload_id=upload_id)
         with svc.db.session() as s:
-            a = s.get(Alert, ev.alert_id)
-            if a is None:
-                continue
-            if delivered:
-                a.notified_at = datetime.now(UTC)
-                sent += 1
-            else:
-                a.notify_claimed_at = None
-    return sent
+            row = s.get(Upload, upload_id)
+            if row.status == UploadStatus.indexed:
+                row.status = UploadStatus.done
+    return delivery.pending(svc, Alert.upload_id == upload_id)

@@ -1,13 +1,16 @@
-"""The embedded runner: submit files and run the four stages in this process.
+"""Files named on the command line (``idwatch scan``): submit each one, hand it to the
+dispatcher, and wait until every upload is terminal or the wait is over.
 
-The distributed deployment runs the same stage functions as Celery tasks; this
-runner is what ``idwatch scan`` uses with no broker configured.
+Embedded (in-process dispatcher) each upload has run through the whole flow by the time
+it is submitted, so there is nothing to wait for. With a broker the uploads go to the
+queues and the scan waits up to ``wait_s`` seconds; what is still running then is
+reported (``ScanSummary.running``) and left to the workers.
 """
 
 from __future__ import annotations
 
 import logging
-import traceback
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -15,9 +18,9 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from core.pipeline import stages
-from core.pipeline.status import get_status, is_terminal, mark_failed
-from core.pipeline.submit import Submission, submit_path
+from core.pipeline.dispatch import Dispatcher, InlineDispatcher
+from core.pipeline.sources.submit import Submission, submit_path
+from core.pipeline.status import is_terminal
 from core.services import Services
 from core.storage.models import Alert, Face, Match, Upload, UploadStatus
 
@@ -44,24 +47,6 @@ def collect_files(paths: Iterable[Path], all_files: bool = False) -> list[Path]:
     return out
 
 
-def run_upload(svc: Services, upload_id: int) -> str:
-    """Run every remaining stage of one upload; always leaves it in a terminal state."""
-    try:
-        if not stages.crop(svc, upload_id).proceed:
-            return get_status(svc, upload_id)
-        stages.embed(svc, [upload_id])
-        stages.index(svc, upload_id)
-        stages.classify(svc, upload_id)
-    except Exception as exc:  # anything unexpected is a failure with the error kept
-        log.exception("upload %s failed", upload_id)
-        mark_failed(svc, upload_id, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}")
-    status = get_status(svc, upload_id)
-    if not is_terminal(status):  # defensive: no upload may stay half-done
-        mark_failed(svc, upload_id, f"pipeline stopped at {status}")
-        status = UploadStatus.failed
-    return status
-
-
 def _submit(svc: Services, f: Path, source: str, summary: ScanSummary) -> Submission | None:
     """Submit one file; an error here must not abort the rest of the batch."""
     try:
@@ -85,6 +70,9 @@ class ScanSummary:
     rejected: int = 0
     failed: int = 0
     pending: int = 0  # distributed: not terminal when the wait ended
+    running: dict[int, str] = field(default_factory=dict)  # ... their ids and statuses
+    # Stored, but the dispatcher refused them (broker down): the sweeper sends them later.
+    not_dispatched: list[int] = field(default_factory=list)
     # Files that could not even be given a status row (the database refused, ...).
     not_submitted: list[str] = field(default_factory=list)
     rejected_reasons: dict[str, int] = field(default_factory=dict)
@@ -99,7 +87,14 @@ def scan(
     paths: Iterable[Path],
     source: str = "cli",
     progress: Callable[[int, int, Path], None] | None = None,
+    dispatcher: Dispatcher | None = None,
+    wait_s: float = 600.0,
+    poll_s: float = 0.5,
 ) -> ScanSummary:
+    """Submit files and run them through the flow (``dispatcher``, default in-process);
+    wait up to ``wait_s`` for uploads on the queues. Uploads still running at the end of
+    the wait are counted as pending and listed in ``running``."""
+    dispatcher = dispatcher or InlineDispatcher(svc)
     files = collect_files(paths)
     summary = ScanSummary()
     subs: list[Submission] = []
@@ -108,56 +103,48 @@ def scan(
         if sub is not None:
             subs.append(sub)
             if sub.created and not is_terminal(sub.status):
-                run_upload(svc, sub.upload_id)
+                _dispatch(dispatcher, sub.upload_id, f, summary)
         if progress:
             progress(i + 1, len(files), f)
     summary.submitted = len(subs)
     summary.duplicates = sum(not s.created for s in subs)
     summary.upload_ids = list(dict.fromkeys(s.upload_id for s in subs))
+    if not dispatcher.synchronous:
+        _wait(svc, summary, wait_s, poll_s, progress)
     _fill_summary(svc, summary)
     return summary
 
 
-def scan_distributed(
-    svc: Services,
-    paths: Iterable[Path],
-    dispatcher,
-    timeout_s: float = 600.0,
-    source: str = "cli",
-    progress: Callable[[int, int, Path], None] | None = None,
-    poll_s: float = 0.5,
-) -> ScanSummary:
-    """Submit files, hand them to the queues, and wait (up to ``timeout_s``) until every
-    upload is terminal. Uploads still running at the deadline are counted as pending."""
-    import time
+def _dispatch(dispatcher: Dispatcher, upload_id: int, f: Path, summary: ScanSummary) -> None:
+    try:
+        dispatcher.upload(upload_id)
+    except Exception:  # broker down: stored with its status row; the sweeper sends it later
+        log.exception("could not dispatch upload %s (%s)", upload_id, f)
+        summary.not_dispatched.append(upload_id)
 
-    files = collect_files(paths)
-    subs: list[Submission] = []
-    summary = ScanSummary()
-    for f in files:
-        sub = _submit(svc, f, source, summary)
-        if sub is None:
-            continue
-        subs.append(sub)
-        if sub.created and not is_terminal(sub.status):
-            dispatcher.upload(sub.upload_id)
-    summary.submitted, summary.duplicates = len(subs), sum(not s.created for s in subs)
-    summary.upload_ids = list(dict.fromkeys(s.upload_id for s in subs))
-    deadline = time.monotonic() + timeout_s
+
+def _statuses(svc: Services, ids: list[int]) -> dict[int, str]:
+    with svc.db.session() as s:
+        return dict(s.execute(select(Upload.id, Upload.status).where(Upload.id.in_(ids))).all())
+
+
+def _wait(
+    svc: Services,
+    summary: ScanSummary,
+    wait_s: float,
+    poll_s: float,
+    progress: Callable[[int, int, Path], None] | None,
+) -> None:
+    deadline = time.monotonic() + wait_s
+    total = len(summary.upload_ids)
     while True:
-        with svc.db.session() as s:
-            statuses = list(
-                s.scalars(select(Upload.status).where(Upload.id.in_(summary.upload_ids)))
-            )
-        finished = sum(is_terminal(st) for st in statuses)
+        statuses = _statuses(svc, summary.upload_ids)
+        finished = sum(is_terminal(st) for st in statuses.values())
         if progress:
-            progress(finished, len(summary.upload_ids), Path("waiting for workers"))
-        if finished == len(summary.upload_ids) or time.monotonic() > deadline:
+            progress(finished, total, Path("waiting for workers"))
+        if finished == total or time.monotonic() >= deadline:
             break
         time.sleep(poll_s)
-    summary.pending = len(summary.upload_ids) - finished
-    _fill_summary(svc, summary)
-    return summary
 
 
 def _fill_summary(svc: Services, summary: ScanSummary) -> None:
@@ -176,6 +163,10 @@ def _fill_summary(svc: Services, summary: ScanSummary) -> None:
                 (u.reason or "?").split(":")[0] for u in ups if u.status == UploadStatus.rejected
             )
         )
+        summary.running = {
+            u.id: u.status for u in sorted(ups, key=lambda u: u.id) if not is_terminal(u.status)
+        }
+        summary.pending = len(summary.running)
         summary.with_faces = sum(1 for u in ups if (u.n_faces or 0) > 0)
         summary.faces = sum(u.n_faces or 0 for u in ups)
         summary.matched = (

@@ -2,10 +2,10 @@
 
 ``idwatch up`` starts (using the Redis and PostgreSQL already running): a
 ``milvus-lite server`` when IDWATCH_MILVUS_URI points at this machine and nothing
-answers there, one Celery worker per queue, the ingest API (when API keys are set),
-Flower (when its auth is set) and optionally a folder watcher. Pids and logs live
-under ``<data_dir>/run`` and ``<data_dir>/logs``; ``idwatch down`` stops each recorded
-pid (SIGTERM, then SIGKILL after a grace period).
+answers there, one Celery worker per queue of the flow (``core.flow``), the ingest API
+(when API keys are set), Flower (when its auth is set) and optionally a folder watcher.
+Pids and logs live under ``<data_dir>/run`` and ``<data_dir>/logs``; ``idwatch down``
+stops each recorded pid (SIGTERM, then SIGKILL after a grace period).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from core.flow import FLOW
 from core.settings import Settings
-from workers.app import QUEUES
 
 
 @dataclass
@@ -130,6 +130,7 @@ def up(
     watch_dir: Path | None = None,
     concurrency: int = 1,
     sweep_after_s: float = 120.0,
+    workers: bool = True,
 ) -> list[Proc]:
     missing = [
         k
@@ -169,7 +170,7 @@ def up(
         )
         if not wait_port(*ml, timeout=60):
             raise RuntimeError(f"milvus-lite server did not open {ml[0]}:{ml[1]}; see logs")
-    for q in QUEUES:
+    for q in FLOW.queues if workers else ():
         procs.append(start(settings, f"worker-{q}", worker_argv([q], concurrency)))
     if settings.api_keys:
         procs.append(start(settings, "api", [py, "-m", "workers.cli", "api"]))

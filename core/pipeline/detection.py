@@ -1,0 +1,151 @@
+"""Stages crop and embed: the faces of an upload, found, stored and embedded.
+
+Each takes an upload id, reads what it needs from storage, writes its results to
+storage, advances the upload's status and returns the upload ids the next stage gets.
+Each is idempotent: run twice (a redelivered task), it does nothing new the second time.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from sqlalchemy import delete, select
+
+from core.errors import Rejected
+from core.faces.base import DetectedFace
+from core.faces.crops import loose_crop
+from core.faces.quality import face_quality
+from core.intake import DecodedImage
+from core.pipeline.status import load_upload, mark_rejected, reached
+from core.services import Services
+from core.storage.models import Face, Upload, UploadStatus
+
+log = logging.getLogger(__name__)
+
+
+def decode_upload(svc: Services, up: Upload) -> DecodedImage:
+    return svc.decode_stored(up.path)
+
+
+def face_from_row(row: Face) -> DetectedFace:
+    return DetectedFace(
+        box=tuple(row.box),
+        landmarks=np.asarray(row.landmarks, np.float32),
+        score=row.det_score,
+        extra=dict(row.extra or {}),
+    )
+
+
+def _goes_on(upload_id: int, status: str) -> list[int]:
+    return [] if UploadStatus(status).terminal else [upload_id]
+
+
+# -- crop ----------------------------------------------------------------------------
+def crop(svc: Services, upload_id: int) -> list[int]:
+    """Decode the upload under the intake limits, detect faces, store aligned chips
+    (for the embedder) and loose crops (for forensics and reports). An upload with no
+    usable face is done here; bad input is rejected with its reason."""
+    up = load_upload(svc, upload_id)
+    if reached(up.status, UploadStatus.cropped):
+        return _goes_on(upload_id, up.status)
+    try:
+        img = decode_upload(svc, up)
+    except Rejected as rej:
+        mark_rejected(svc, upload_id, str(rej))
+        return []
+
+    backend = svc.face_backend
+    st = svc.settings
+    found = backend.detect(img.pixels)
+    big = [f for f in found if min(f.width, f.height) >= st.min_face_px]
+    notes = []
+    if len(big) < len(found):
+        notes.append(f"{len(found) - len(big)} face(s) under {st.min_face_px} px ignored")
+    if len(big) > st.max_faces_per_image:
+        notes.append(f"kept the {st.max_faces_per_image} largest of {len(big)} faces")
+        big = sorted(big, key=lambda f: -f.area)[: st.max_faces_per_image]
+        big.sort(key=lambda f: (f.box[0], f.box[1]))
+
+    rows = []
+    for idx, face in enumerate(big):
+        chip = backend.align(img.pixels, face)
+        base = f"crops/{upload_id}/{idx}"
+        rows.append(
+            dict(
+                idx=idx,
+                box=[float(v) for v in face.box],
+                landmarks=np.asarray(face.landmarks).round(2).tolist(),
+                extra=face.extra or None,
+                det_score=float(face.score),
+                quality=face_quality(face, chip),
+                chip_path=svc.files.put_png(f"{base}_chip.png", chip),
+                crop_path=svc.files.put_png(f"{base}_crop.png", loose_crop(img.pixels, face)),
+                face_backend=backend.name,
+            )
+        )
+    with svc.db.session() as s:
+        row = s.get(Upload, upload_id)
+        if row is None or reached(row.status, UploadStatus.cropped):
+            return []
+        # A previous attempt may have died after writing faces: replace them.
+        s.execute(delete(Face).where(Face.upload_id == upload_id))
+        for r in rows:
+            s.add(Face(upload_id=upload_id, **r))
+        row.width, row.height, row.file_format = img.width, img.height, img.format
+        row.n_faces = len(rows)
+        row.reason = "; ".join(notes) or None
+        row.status = UploadStatus.cropped if rows else UploadStatus.done
+        return _goes_on(upload_id, row.status)
+
+
+# -- embed ---------------------------------------------------------------------------
+def waiting_to_embed(svc: Services, upload_id: int) -> list[int]:
+    """This upload and up to ``embed_batch_size - 1`` others already waiting in status
+    ``cropped``: under a backlog one model call serves many faces; when idle it adds no
+    waiting. The others' own embed messages then find them embedded and only pass them
+    on (two embed workers may embed one waiting upload twice: same vector, harmless)."""
+    with svc.db.session() as s:
+        others = s.scalars(
+            select(Upload.id)
+            .where(Upload.status == UploadStatus.cropped, Upload.id != upload_id)
+            .order_by(Upload.id)
+            .limit(max(0, svc.settings.embed_batch_size - 1))
+        )
+        return [upload_id, *others]
+
+
+def embed(svc: Services, upload_id: int) -> list[int]:
+    """Embed the chips of this upload and of the uploads waiting behind it, in one batch.
+    Returns every upload of the batch that goes on to index."""
+    return embed_batch(svc, waiting_to_embed(svc, upload_id))
+
+
+def embed_batch(svc: Services, upload_ids: list[int]) -> list[int]:
+    with svc.db.session() as s:
+        ups = {u.id: u.status for u in s.scalars(select(Upload).where(Upload.id.in_(upload_ids)))}
+        todo = [i for i in upload_ids if ups.get(i) == UploadStatus.cropped]
+        faces = list(
+            s.execute(
+                select(Face.id, Face.chip_path, Face.face_backend).where(
+                    Face.upload_id.in_(todo), Face.embedding.is_(None)
+                )
+            )
+        )
+    backend = svc.face_backend
+    for fid, _, name in faces:
+        if name != backend.name:
+            raise RuntimeError(f"face {fid} was cropped by {name}, this worker runs {backend.name}")
+    vecs = backend.embed_chips([svc.files.read_rgb(path) for _, path, _ in faces])
+    going_on = []
+    with svc.db.session() as s:
+        for (fid, _, _), vec in zip(faces, vecs, strict=True):
+            s.get(Face, fid).embedding = vec.astype(np.float32).tobytes()
+        for uid in upload_ids:
+            row = s.get(Upload, uid)
+            if row is None:
+                continue
+            if row.status == UploadStatus.cropped:
+                row.status = UploadStatus.embedded
+            going_on += _goes_on(uid, row.status)
+    return going_on

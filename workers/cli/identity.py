@@ -1,0 +1,154 @@
+"""``idwatch identity add|list|show|remove``: protected identities."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from workers.cli.common import JsonOpt, console, dispatcher, out, print_json, services, table
+
+identity_app = typer.Typer(help="Protected identities.", no_args_is_help=True)
+
+
+@identity_app.command("add")
+def identity_add(
+    name: str,
+    photos: Annotated[list[Path], typer.Argument(help="Authentic photos of the person.")],
+    largest: Annotated[bool, typer.Option(help="Use the largest face of group photos.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Register a protected identity (or add photos to one) and scan earlier uploads."""
+    from core.pipeline.identities import RegistrationError, register_identity
+
+    svc = services()
+    # Embedded: the backfill runs here, now. Distributed: on the classify queue.
+    disp = dispatcher(svc)
+    try:
+        reg = register_identity(svc, name, photos, pick_largest=largest, dispatcher=disp)
+    except RegistrationError as exc:
+        console.print(f"[red]refused:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    res = {
+        "identity_id": reg.identity_id,
+        "name": reg.name,
+        "created": reg.created,
+        "references_added": reg.references_added,
+        "backfill": {
+            "job_id": reg.backfill_job_id,
+            "status": reg.backfill_status,
+            "faces_checked": reg.backfill.faces_checked,
+            "matches": reg.backfill.matches,
+            "alerts": reg.backfill.alerts,
+        },
+    }
+    if as_json:
+        print_json(res)
+        return
+    verb = "registered" if reg.created else "updated"
+    if reg.backfill_job_id is None:
+        done = "no backfill (no new reference photo)"
+    elif reg.backfill_status == "done":
+        done = (
+            f"backfill: {reg.backfill.matches} earlier face(s) matched, "
+            f"{reg.backfill.alerts} alert(s)"
+        )
+    else:
+        done = f"backfill job {reg.backfill_job_id}: {reg.backfill_status}"
+    out.print(
+        f"{verb} [bold]{reg.name}[/bold] (id {reg.identity_id}) with "
+        f"{reg.references_added} new reference photo(s); {done}"
+    )
+
+
+@identity_app.command("list")
+def identity_list(as_json: JsonOpt = False) -> None:
+    """List protected identities."""
+    from core.pipeline.identities import list_identities
+
+    rows = list_identities(services())
+    if as_json:
+        print_json(rows)
+    else:
+        out.print(
+            table(
+                "Protected identities",
+                rows,
+                ["id", "name", "state", "references", "alerts", "created_at"],
+            )
+        )
+
+
+@identity_app.command("show")
+def identity_show(name: str, as_json: JsonOpt = False) -> None:
+    """Show one identity with its reference photos."""
+    from core.pipeline.identities import show_identity
+
+    info = show_identity(services(), name)
+    if info is None:
+        console.print(f"[red]no identity named {name!r}[/red]")
+        raise typer.Exit(1)
+    if as_json:
+        print_json(info)
+    else:
+        out.print(
+            f"[bold]{info['name']}[/bold] (id {info['id']}), registered "
+            f"{info['created_at']}; {info['matched_faces']} matched face(s), "
+            f"{info['alerts']} alert(s)"
+        )
+        out.print(
+            table("Reference photos", info["references"], ["id", "file", "box", "face_backend"])
+        )
+
+
+@identity_app.command("remove")
+def identity_remove(
+    name: str,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+    wait: Annotated[
+        float, typer.Option(help="Distributed: seconds to wait for the erasure job.")
+    ] = 120,
+    as_json: JsonOpt = False,
+) -> None:
+    """Erase an identity: reference photos, vectors and the personal data in its alerts."""
+    from core.pipeline import jobs
+    from core.pipeline.erasure import erasure_result, open_erasure
+
+    if not yes and not typer.confirm(f"Erase {name!r} and its reference photos?"):
+        raise typer.Exit(1)
+    svc = services()
+    # From this commit on the person matches nothing, whatever happens next.
+    opened = open_erasure(svc, name)
+    if opened is None:
+        console.print(f"[red]no identity named {name!r}[/red]")
+        raise typer.Exit(1)
+    job_id, identity_id, ident_name = opened
+    disp = dispatcher(svc)
+    try:
+        disp.erase(job_id)
+    except Exception as exc:  # broker down: the job row stays pending for the sweeper
+        console.print(f"[yellow]erasure job {job_id} not queued yet ({exc!r})[/yellow]")
+    deadline = time.monotonic() + (0 if disp.synchronous else wait)
+    job = jobs.get(svc, job_id)
+    while job.status != "done" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        job = jobs.get(svc, job_id)
+    if job.status != "done":
+        console.print(
+            f"[red]erasing {name!r} did not finish (job {job_id}: {job.status}"
+            + (f", {job.error.splitlines()[0]}" if job.error else "")
+            + "); it no longer matches anything; run the same command again, or let the "
+            "sweeper, finish the erasure[/red]"
+        )
+        raise typer.Exit(1)
+    res = erasure_result(svc, job_id, identity_id, ident_name)
+    if as_json:
+        print_json(res)
+    else:
+        out.print(
+            f"erased {res['name']}: {res['references_removed']} reference photo(s), "
+            f"{res['vectors_removed']} vector(s); {res['alerts_anonymised']} alert(s) "
+            "anonymised"
+        )

@@ -1,0 +1,190 @@
+"""``idwatch up|down|worker|flower|api|watch|sweep|migrate``: running the system."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from workers.cli.common import console, dispatcher, out, services, table
+
+stack_app = typer.Typer()
+
+
+@stack_app.command("migrate")
+def migrate_cmd() -> None:
+    """Create or upgrade the database schema (Alembic upgrade head)."""
+    from core.settings import Settings
+    from core.storage.db import upgrade
+
+    url = Settings().resolved_database_url
+    upgrade(url)
+    out.print("database schema is at head")
+
+
+def _all_queues() -> str:
+    from core.flow import FLOW
+
+    return ",".join(FLOW.queues)
+
+
+@stack_app.command("worker")
+def worker_cmd(
+    queues: Annotated[
+        str, typer.Option(help=f"Comma-separated, of: {_all_queues()}.")
+    ] = _all_queues(),
+    concurrency: Annotated[int, typer.Option(help="Pool processes.")] = 1,
+    loglevel: Annotated[str, typer.Option()] = "INFO",
+) -> None:
+    """Run a Celery worker consuming the given queues (needs IDWATCH_BROKER_URL)."""
+    from core.flow import FLOW
+    from core.settings import Settings
+
+    qs = [q.strip() for q in queues.split(",") if q.strip()]
+    bad = [q for q in qs if q not in FLOW.queues]
+    if bad or not qs:
+        console.print(f"[red]unknown queue(s) {bad}; choose from {', '.join(FLOW.queues)}[/red]")
+        raise typer.Exit(2)
+    if not Settings().broker_url:
+        console.print("[red]set IDWATCH_BROKER_URL (e.g. redis://127.0.0.1:6379/0)[/red]")
+        raise typer.Exit(2)
+    from workers.ops.stack import worker_argv
+
+    argv = worker_argv(qs, concurrency, loglevel)
+    os.execv(sys.executable, argv)
+
+
+@stack_app.command("flower")
+def flower_cmd(
+    address: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    """Flower (job status) with basic auth from IDWATCH_FLOWER_BASIC_AUTH (user:password)."""
+    from core.settings import Settings
+
+    st = Settings()
+    if not st.flower_basic_auth:
+        console.print(
+            "[red]set IDWATCH_FLOWER_BASIC_AUTH=user:password; Flower never runs "
+            "without auth here[/red]"
+        )
+        raise typer.Exit(2)
+    # Passed through the environment, not argv, so the password never shows in `ps`.
+    os.environ["FLOWER_BASIC_AUTH"] = st.flower_basic_auth.get_secret_value()
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.app",
+        "flower",
+        f"--address={address}",
+        f"--port={port or st.flower_port}",
+    ]
+    os.execv(sys.executable, argv)
+
+
+@stack_app.command("api")
+def api_cmd() -> None:
+    """The HTTP ingest API (POST /uploads, GET /uploads/{id}, GET /alerts)."""
+    from workers.api import run
+
+    svc = services()
+    run(svc, dispatcher(svc), svc.settings.api_host, svc.settings.api_port)
+
+
+@stack_app.command("watch")
+def watch_cmd(
+    folder: Annotated[Path, typer.Argument(help="Folder the platform drops uploads into.")],
+) -> None:
+    """Watch a folder: every new, complete file is scanned once (survives restarts)."""
+    from workers.ops.watch import watch
+
+    if not folder.is_dir():
+        console.print(f"[red]not a folder: {folder}[/red]")
+        raise typer.Exit(2)
+    svc = services()
+    watch(folder, svc, dispatcher(svc))
+
+
+@stack_app.command("sweep")
+def sweep_cmd(
+    older_than: Annotated[float, typer.Option(help="Re-dispatch work idle this long (s).")] = 120,
+    every: Annotated[float, typer.Option(help="Repeat every N seconds; 0 = once.")] = 0,
+) -> None:
+    """Re-dispatch uploads stuck in a non-terminal state, undelivered notifications and
+    unfinished jobs (backfill, erasure)."""
+    from core.pipeline.recovery import sweep
+
+    svc = services()
+    disp = dispatcher(svc)
+    while True:
+        try:
+            res = sweep(svc, disp, older_than_s=older_than, backlog=_backlog(svc))
+        except Exception as exc:  # broker or database down: keep sweeping, this is when
+            if not every:  # messages get lost and the sweeper is needed most
+                raise
+            console.print(f"[yellow]sweep failed, retrying in {every:.0f} s: {exc!r}[/yellow]")
+        else:
+            if res.requeued or res.notifications or res.jobs or not every:
+                out.print(
+                    f"re-dispatched {len(res.requeued)} upload(s), "
+                    f"{len(res.notifications)} notification(s), {len(res.jobs)} job(s)"
+                )
+        if not every:
+            return
+        time.sleep(every)
+
+
+def _backlog(svc) -> int:
+    if svc.settings.embedded:
+        return 0
+    from workers.ops.queues import queue_lengths
+
+    try:
+        return sum(queue_lengths(svc.settings).values())
+    except Exception:  # broker down: nothing can be re-dispatched anyway
+        return 0
+
+
+@stack_app.command("up")
+def up_cmd(
+    watch_dir: Annotated[Path | None, typer.Option("--watch", help="Also watch a folder.")] = None,
+    concurrency: Annotated[int, typer.Option(help="Pool processes per worker.")] = 1,
+    sweep_after: Annotated[
+        float, typer.Option(help="Sweeper: re-dispatch work idle this long (s).")
+    ] = 120,
+    workers: Annotated[
+        bool, typer.Option(help="Start the queue workers (--no-workers: everything else).")
+    ] = True,
+) -> None:
+    """Start the local distributed stack (milvus-lite server, a worker per queue, API, Flower)."""
+    from core.settings import Settings
+    from workers.ops.stack import up
+
+    try:
+        procs = up(Settings(), watch_dir, concurrency, sweep_after_s=sweep_after, workers=workers)
+    except RuntimeError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    out.print(
+        table(
+            "Started",
+            [{"name": p.name, "pid": p.pid, "log": str(p.log)} for p in procs],
+            ["name", "pid", "log"],
+        )
+    )
+
+
+@stack_app.command("down")
+def down_cmd() -> None:
+    """Stop every process `idwatch up` started, by its recorded pid."""
+    from core.settings import Settings
+    from workers.ops.stack import down
+
+    rows = [{"name": n, "pid": p, "result": how} for n, p, how in down(Settings())]
+    out.print(table("Stopped", rows, ["name", "pid", "result"]))
