@@ -136,7 +136,8 @@ def _arr(v: Any) -> np.ndarray | None:
 
 class OfflineExtractor(FeatureExtractor):
     """The offline detector's features (core.forensics.features): face/image/jpeg/meta
-    statistics per face, identity vectors of the crop from ``embedder`` (dlib), and the
+    statistics per face, identity vectors of the crop from ``embedder`` (the head's
+    identity backbone: mobilefacenet, or dlib), and the
     ``ref.*`` comparison per pair."""
 
     name = "offline"
@@ -144,6 +145,12 @@ class OfflineExtractor(FeatureExtractor):
     def __init__(self, embedder: FaceBackend | None, reencode_quality: int | None = 90) -> None:
         self.embedder = embedder
         self.reencode_quality = reencode_quality
+
+    @property
+    def key(self) -> str:
+        # Cached identity vectors depend on the embedder (dlib keeps the older key).
+        ident = getattr(self.embedder, "name", "dlib") or "dlib"
+        return super().key if ident == "dlib" else f"{super().key}-{ident}"
 
     def entry(self, rgb, face, metadata, embedding) -> Entry:
         crop = loose_crop(rgb, face)
@@ -174,7 +181,9 @@ class OfflineExtractor(FeatureExtractor):
 
     def features(self, upload, refs) -> dict[str, float]:
         feats = dict(upload["own"])
-        feats.update(F.reference_features(self.profile(upload), [self.profile(r) for r in refs]))
+        prof = self.profile(upload)
+        feats.update(F.identity_self_features(prof))
+        feats.update(F.reference_features(prof, [self.profile(r) for r in refs]))
         return {k: (float(v) if np.isfinite(v) else 0.0) for k, v in feats.items()}
 
     def feature_names(self) -> list[str]:

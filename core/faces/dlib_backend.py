@@ -45,6 +45,11 @@ class DlibFaceBackend(FaceBackend):
     # so it is used only on images small enough for that to stay cheap.
     upsample_below_px = 1200
 
+    def __init__(self, model_dir=None, *, load_encoder: bool = True) -> None:
+        """``load_encoder=False``: detection and landmarks only (another backend embeds)."""
+        super().__init__(model_dir)
+        self.load_encoder = load_encoder
+
     def _load(self) -> None:
         try:
             import dlib
@@ -59,7 +64,11 @@ class DlibFaceBackend(FaceBackend):
         self._dlib = dlib
         self._detector = dlib.get_frontal_face_detector()
         self._shape = dlib.shape_predictor(frm.pose_predictor_model_location())
-        self._encoder = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
+        self._encoder = (
+            dlib.face_recognition_model_v1(frm.face_recognition_model_location())
+            if self.load_encoder
+            else None
+        )
 
     def _shape68(self, rgb: np.ndarray, box: tuple[float, float, float, float]):
         rect = self._dlib.rectangle(*(int(round(v)) for v in box))
@@ -96,5 +105,7 @@ class DlibFaceBackend(FaceBackend):
         return np.asarray(self._dlib.get_face_chip(rgb, shape, size=self.chip_size, padding=0.25))
 
     def _embed_chips(self, chips: list[np.ndarray]) -> np.ndarray:
+        if self._encoder is None:
+            raise ModelUnavailable("this dlib backend was loaded for detection only")
         batch = [np.ascontiguousarray(c, dtype=np.uint8) for c in chips]
         return np.array([np.array(d) for d in self._encoder.compute_face_descriptor(batch)])

@@ -13,6 +13,9 @@ experiments and heads can select groups:
   (identity similarity, the face statistics above as differences, landmark geometry).
   ``ref.available`` is 0 when there are no references; the other ``ref.*`` values are
   then 0 and the head treats them as missing (see core.forensics.head);
+- ``id.*``    the upload face's identity vectors of its inner face, surroundings and
+  whole face compared with each other (no references needed): a swap puts one person's
+  inner face into another person's head;
 - ``meta.*``  provenance text (EXIF, PNG text, XMP, C2PA). A separate signal.
 
 Every value is finite. Sizes in pixels are deliberately not features: on faces-dev
@@ -35,7 +38,7 @@ from core.faces.base import DetectedFace
 from core.faces.crops import FORENSIC_CROP_SIZE, square_box
 from core.forensics.base import ForensicInput, ReferenceView
 
-GROUPS = ("face", "image", "jpeg", "ref", "meta")
+GROUPS = ("face", "image", "jpeg", "ref", "id", "meta")
 
 # Largest native-resolution window analysed for the image group (pixels per side).
 _IMAGE_WINDOW = 768
@@ -519,10 +522,33 @@ _REF_STAT_KEYS = (
 REF_FEATURE_NAMES = (
     ["ref.available", "ref.id_sim_max", "ref.id_sim_mean", "ref.id_sim_rel"]
     + ["ref.sim_inner", "ref.sim_outer", "ref.sim_io_gap"]
+    + ["ref.multi", "ref.id_sim_min", "ref.id_gap_refs", "ref.id_below_refs"]
+    + ["ref.inner_gap_refs"]
     + [f"ref.d_{k}" for k in _REF_STAT_KEYS]
     + [f"ref.absz_{k}" for k in ("noise", "sharp", "spec_hf", "lab_a", "lab_b")]
     + ["ref.geom_dist", "ref.geom_jaw"]
 )
+
+ID_FEATURE_NAMES = ("id.inner_outer", "id.inner_whole", "id.outer_whole")
+
+
+def identity_self_features(p: FaceProfile) -> dict[str, float]:
+    """``id.*``: how alike the upload's own inner face, surroundings and whole face are
+    to each other as identities (0 without an embedder)."""
+    feats = dict.fromkeys(ID_FEATURE_NAMES, 0.0)
+    if p.embedding is not None and p.emb_inner is not None and p.emb_outer is not None:
+        feats["id.inner_outer"] = _cos(p.emb_inner, p.emb_outer)
+        feats["id.inner_whole"] = _cos(p.emb_inner, p.embedding)
+        feats["id.outer_whole"] = _cos(p.emb_outer, p.embedding)
+    return feats
+
+
+def _loo_best(vecs: Sequence[np.ndarray]) -> np.ndarray:
+    """For each vector, its best cosine to the others (how well each reference photo
+    of the person is matched by her other reference photos)."""
+    m = np.array([[_cos(a, b) for b in vecs] for a in vecs])
+    np.fill_diagonal(m, -np.inf)
+    return m.max(axis=1)
 
 
 def reference_features(
@@ -540,13 +566,19 @@ def reference_features(
         sims = [_cos(upload.embedding, e) for e in embs]
         feats["ref.id_sim_max"] = max(sims)
         feats["ref.id_sim_mean"] = float(np.mean(sims))
+        feats["ref.id_sim_min"] = min(sims)
         if len(embs) >= 2:
             # How the upload compares with how alike the references are to each other:
-            # some people's photos vary more (age, make-up) than others'.
+            # some people's photos vary more (age, make-up) than others'. "This face
+            # matches her less well than her real photos match each other" is evidence.
             pair = [
                 _cos(embs[i], embs[j]) for i in range(len(embs)) for j in range(i + 1, len(embs))
             ]
+            feats["ref.multi"] = 1.0
             feats["ref.id_sim_rel"] = feats["ref.id_sim_mean"] - float(np.mean(pair))
+            loo = _loo_best(embs)
+            feats["ref.id_gap_refs"] = feats["ref.id_sim_max"] - float(np.median(loo))
+            feats["ref.id_below_refs"] = float(np.mean(np.asarray(sims) < loo.min()))
         inn = [r.emb_inner for r in refs if r.emb_inner is not None]
         out = [r.emb_outer for r in refs if r.emb_outer is not None]
         if upload.emb_inner is not None and upload.emb_outer is not None and inn and out:
@@ -554,6 +586,10 @@ def reference_features(
             feats["ref.sim_inner"] = max(_cos(upload.emb_inner, e) for e in inn)
             feats["ref.sim_outer"] = max(_cos(upload.emb_outer, e) for e in out)
             feats["ref.sim_io_gap"] = feats["ref.sim_inner"] - feats["ref.sim_outer"]
+            if len(inn) >= 2:
+                feats["ref.inner_gap_refs"] = feats["ref.sim_inner"] - float(
+                    np.median(_loo_best(inn))
+                )
     elif identity_similarity is not None:
         feats["ref.id_sim_max"] = feats["ref.id_sim_mean"] = float(identity_similarity)
     for k in _REF_STAT_KEYS:
@@ -596,9 +632,9 @@ def extract_features(
 ) -> dict[str, float]:
     """All groups as one dict of finite floats (see the module docstring).
 
-    ``embedder`` (a FaceBackend, normally dlib) recomputes identity vectors from the
-    crops, so the ``ref.*`` similarities mean the same whatever backend matched the
-    face; without it the embeddings in ``inp`` are used and the inner/outer features
+    ``embedder`` (a FaceBackend: the head's identity backbone) recomputes identity
+    vectors from the crops, so the ``ref.*`` similarities mean the same whatever backend
+    matched the face; without it the embeddings in ``inp`` are used and the inner/outer features
     stay neutral. ``ref_profiles`` lets a caller reuse profiles of its references.
     """
     feats = own_features(inp)
@@ -606,6 +642,7 @@ def extract_features(
     upload = face_profile(inp.face_crop, inp.face, inp.embedding, embedder, stats)
     if ref_profiles is None:
         ref_profiles = reference_profiles(inp.references, embedder)
+    feats.update(identity_self_features(upload))
     feats.update(reference_features(upload, ref_profiles, inp.identity_similarity))
     return {k: (float(v) if math.isfinite(v) else 0.0) for k, v in feats.items()}
 
@@ -652,8 +689,8 @@ def identity_embeddings(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Identity vectors of the whole face, the inner-face-only and the surroundings-only
     views, all from the loose crop so uploads and references are treated alike.
-    ``embedder`` is a core.faces FaceBackend (the offline detector uses dlib, which
-    ships with pip, whatever backend matched the face)."""
+    ``embedder`` is a core.faces FaceBackend: the one the detector's head was trained
+    with (its ``backbones.identity``: mobilefacenet, or dlib for the older head)."""
     local = face_in_crop(face, crop.shape[0])
     a, b = inner_outer_views(crop, face)
     chips = [embedder.align(v, local) for v in (crop, a, b)]

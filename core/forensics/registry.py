@@ -19,7 +19,15 @@ def resolve_detector_name(name: str, model_dir: Path) -> str:
     return name
 
 
-def make_detector(name: str, model_dir: Path, head_path: Path | None = None) -> ForgeryDetector:
+def make_detector(
+    name: str,
+    model_dir: Path,
+    head_path: Path | None = None,
+    embedder=None,
+    cache_dir: Path | None = None,
+) -> ForgeryDetector:
+    """``embedder``: the stage-1 face backend, reused by the offline detector when its
+    head was trained on that backend's identity vectors."""
     name = resolve_detector_name(name, model_dir)
     if name == "univfd":
         from core.forensics.univfd import UnivFDDetector
@@ -31,4 +39,6 @@ def make_detector(name: str, model_dir: Path, head_path: Path | None = None) -> 
         return ClipRefDetector(model_dir, head_path=head_path)
     from core.forensics.offline import OfflineDetector
 
-    return OfflineDetector(model_dir=model_dir, head_path=head_path)
+    return OfflineDetector(
+        model_dir=model_dir, head_path=head_path, embedder=embedder, cache_dir=cache_dir
+    )
