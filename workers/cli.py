@@ -126,6 +126,7 @@ def identity_add(
         "name": reg.name,
         "created": reg.created,
         "references_added": reg.references_added,
+        "photos": [c.as_dict() for c in reg.checks],
         "backfill": {
             "faces_checked": reg.backfill.faces_checked,
             "matches": reg.backfill.matches,
@@ -141,6 +142,8 @@ def identity_add(
             f"{reg.references_added} new reference photo(s); backfill: "
             f"{reg.backfill.matches} earlier face(s) matched, {reg.backfill.alerts} alert(s)"
         )
+        for c in reg.checks:  # per photo: usable, or why it is weak (reference_quality)
+            out.print(f"  {c.line()}", markup=False)
 
 
 @identity_app.command("list")
@@ -179,6 +182,10 @@ def identity_show(name: str, as_json: JsonOpt = False) -> None:
         out.print(
             _table("Reference photos", info["references"], ["id", "file", "box", "face_backend"])
         )
+        from core.faces.reference_quality import coverage_lines
+
+        for line in coverage_lines(info["coverage"]):
+            out.print(line)
 
 
 @identity_app.command("remove")
