@@ -543,7 +543,7 @@ def identity_self_features(p: FaceProfile) -> dict[str, float]:
     return feats
 
 
-def _loo_best(vecs: Sequence[np.ndarray]) -> np.ndarray:
+def loo_best(vecs: Sequence[np.ndarray]) -> np.ndarray:
     """For each vector, its best cosine to the others (how well each reference photo
     of the person is matched by her other reference photos)."""
     m = np.array([[_cos(a, b) for b in vecs] for a in vecs])
@@ -576,7 +576,7 @@ def reference_features(
             ]
             feats["ref.multi"] = 1.0
             feats["ref.id_sim_rel"] = feats["ref.id_sim_mean"] - float(np.mean(pair))
-            loo = _loo_best(embs)
+            loo = loo_best(embs)
             feats["ref.id_gap_refs"] = feats["ref.id_sim_max"] - float(np.median(loo))
             feats["ref.id_below_refs"] = float(np.mean(np.asarray(sims) < loo.min()))
         inn = [r.emb_inner for r in refs if r.emb_inner is not None]
@@ -588,7 +588,7 @@ def reference_features(
             feats["ref.sim_io_gap"] = feats["ref.sim_inner"] - feats["ref.sim_outer"]
             if len(inn) >= 2:
                 feats["ref.inner_gap_refs"] = feats["ref.sim_inner"] - float(
-                    np.median(_loo_best(inn))
+                    np.median(loo_best(inn))
                 )
     elif identity_similarity is not None:
         feats["ref.id_sim_max"] = feats["ref.id_sim_mean"] = float(identity_similarity)

@@ -36,7 +36,9 @@ def make_detector(
     if name == "clip-ref":
         from core.forensics.clip_ref import ClipRefDetector
 
-        return ClipRefDetector(model_dir, head_path=head_path)
+        return ClipRefDetector(
+            model_dir, head_path=head_path, face_backend=getattr(embedder, "name", None)
+        )
     from core.forensics.offline import OfflineDetector
 
     return OfflineDetector(
