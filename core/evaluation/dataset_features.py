@@ -150,7 +150,7 @@ class OfflineExtractor(FeatureExtractor):
     def key(self) -> str:
         # Cached identity vectors depend on the embedder (dlib keeps the older key).
         ident = getattr(self.embedder, "name", "dlib") or "dlib"
-        return super().key if ident == "dlib" else f"{super().key}-{ident}"
+        return super().key if ident == "dlib" else f"{super().key}-{ident}-ctx"
 
     def entry(self, rgb, face, metadata, embedding) -> Entry:
         crop = loose_crop(rgb, face)
@@ -159,7 +159,7 @@ class OfflineExtractor(FeatureExtractor):
         inp_own.update(F.jpeg_features(rgb))
         inp_own.update(F.meta_features(metadata))
         stats = {k: v for k, v in inp_own.items() if k.startswith("face.")}
-        prof = F.face_profile(crop, face, embedding, self.embedder, stats)
+        prof = F.face_profile(crop, face, embedding, self.embedder, stats, rgb)
 
         def lst(v):
             return None if v is None else np.asarray(v, np.float64).tolist()
@@ -169,6 +169,7 @@ class OfflineExtractor(FeatureExtractor):
             "embedding": lst(prof.embedding),
             "inner": lst(prof.emb_inner),
             "outer": lst(prof.emb_outer),
+            "context": lst(prof.emb_context),
             "geometry": lst(prof.geometry),
         }
 
@@ -176,7 +177,12 @@ class OfflineExtractor(FeatureExtractor):
     def profile(e: Entry) -> F.FaceProfile:
         stats = {k: v for k, v in e["own"].items() if k.startswith("face.")}
         return F.FaceProfile(
-            stats, _arr(e["embedding"]), _arr(e["geometry"]), _arr(e["inner"]), _arr(e["outer"])
+            stats,
+            _arr(e["embedding"]),
+            _arr(e["geometry"]),
+            _arr(e["inner"]),
+            _arr(e["outer"]),
+            _arr(e.get("context")),
         )
 
     def features(self, upload, refs) -> dict[str, float]:
@@ -361,7 +367,20 @@ class DatasetFeatures:
             if j != i and j != exclude and len(self.embeddings[j])
         ]
         if not others:
-            return int(np.argmax([f.area for f in self.faces[i]])), float("nan")
+            # The largest face, but not one that a co-labelled person's other photos
+            # identify as theirs (a couple photo of A and B, with B's other photos in
+            # the set, must not give A the face of B).
+            taken = set()
+            for other in self.rows[i].identities:
+                if other != name and any(
+                    j != i and len(self.embeddings[j]) for j in self.real_by_name.get(other, [])
+                ):
+                    k_other, _ = self.best_face(i, other, exclude)
+                    taken.add(k_other)
+            free = [k for k in range(len(self.faces[i])) if k not in taken] or list(
+                range(len(self.faces[i]))
+            )
+            return max(free, key=lambda k: self.faces[i][k].area), float("nan")
         pool = np.concatenate([self.embeddings[j] for j in others])
         sims = (self.embeddings[i] @ pool.T).max(axis=1)
         return int(np.argmax(sims)), float(sims.max())

@@ -157,8 +157,8 @@ class OfflineDetector(ForgeryDetector):
         key = h.hexdigest()
         prof = self._ref_cache.get(key)
         if prof is None:
-            _, crop = self._prepare(ref.image, ref.face, ref.face_crop)
-            prof = F.face_profile(crop, ref.face, ref.embedding, self._embedder)
+            image, crop = self._prepare(ref.image, ref.face, ref.face_crop)
+            prof = F.face_profile(crop, ref.face, ref.embedding, self._embedder, image=image)
             self._ref_cache[key] = prof
             if len(self._ref_cache) > _REF_CACHE_SIZE:
                 self._ref_cache.popitem(last=False)
