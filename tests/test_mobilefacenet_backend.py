@@ -69,7 +69,7 @@ def test_loads_converts_and_caches_the_conversion(tiny):
     b = MobileFaceNetBackend(root, cache_dir=root / "none", expected_sha256=sha)
     b.load()
     assert b.model_path == root / M.SUBDIR / M.MODEL_FILE
-    assert b._batch == 2  # the file's fixed batch is read from the converted model
+    assert b._batch is None  # the file's fixed batch of 2 was freed by the conversion
     cache = root / M.SUBDIR / M.ONNX_CACHE
     assert cache.is_file()
     import onnx
@@ -100,18 +100,44 @@ def test_stale_cache_is_redone(tiny, tmp_path):
     assert M._cache_matches(d / M.SUBDIR / M.ONNX_CACHE, sha)
 
 
-def test_odd_batches_are_padded_and_equal_single_chips(backend):
+@pytest.fixture(scope="module")
+def fixed_backend(tiny, tmp_path_factory) -> MobileFaceNetBackend:
+    """The same tiny model with its batch left fixed at 2 (a conversion that could not
+    be freed): the backend must pad odd batches."""
+    root, sha = tiny
+    d = tmp_path_factory.mktemp("fixed")
+    (d / M.SUBDIR).mkdir()
+    src = (root / M.SUBDIR / M.MODEL_FILE).read_bytes()
+    (d / M.SUBDIR / M.MODEL_FILE).write_bytes(src)
+    (d / M.SUBDIR / M.ONNX_CACHE).write_bytes(
+        M.convert_to_onnx(d / M.SUBDIR / M.MODEL_FILE, sha, dynamic=False)
+    )
+    b = MobileFaceNetBackend(d, cache_dir=d / "none", expected_sha256=sha)
+    b.load()
+    assert b._batch == 2
+    return b
+
+
+@pytest.mark.parametrize("which", ["backend", "fixed_backend"])
+def test_batches_of_any_size_equal_single_chips(which, request):
+    b = request.getfixturevalue(which)
     rng = np.random.default_rng(2)
     chips = [rng.integers(0, 256, (112, 112, 3), dtype=np.uint8) for _ in range(5)]
-    together = backend.embed_chips(chips)
-    alone = np.concatenate([backend.embed_chips([c]) for c in chips])
+    together = b.embed_chips(chips)
+    alone = np.concatenate([b.embed_chips([c]) for c in chips])
     assert together.shape == (5, 192)
     assert np.allclose(together, alone, atol=1e-5)
     assert np.allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
     # different chips, different vectors (nothing collapses)
     sims = together @ together.T
     assert sims[~np.eye(5, dtype=bool)].max() < 0.999
-    assert backend.embed_chips([]).shape == (0, 192)
+    assert b.embed_chips([]).shape == (0, 192)
+
+
+def test_fixed_and_dynamic_conversions_agree(backend, fixed_backend):
+    rng = np.random.default_rng(3)
+    chips = [rng.integers(0, 256, (112, 112, 3), dtype=np.uint8) for _ in range(3)]
+    assert np.allclose(backend.embed_chips(chips), fixed_backend.embed_chips(chips), atol=1e-5)
 
 
 def test_network_gets_rgb_scaled_like_mobilefacenet_tf(backend):

@@ -69,13 +69,6 @@ def _identity_for(name: str, backend, model_dir: Path):
     return _backend(name, model_dir)
 
 
-def _best_identity(model_dir: Path) -> str:
-    from core.faces.mobilefacenet_backend import MobileFaceNetBackend
-
-    ok = MobileFaceNetBackend.available(model_dir, _settings().model_cache_dir)
-    return "mobilefacenet" if ok else "dlib"
-
-
 def make_scorer(
     detector: str | None,
     backend,
@@ -239,8 +232,8 @@ def train_cmd(
     identity: Annotated[
         str | None,
         typer.Option(
-            help="Identity embedder of the offline features: mobilefacenet | dlib "
-            "(default: mobilefacenet when installed)."
+            help="Identity embedder of the offline features: mobilefacenet | dlib | "
+            "insightface (default: the face backend)."
         ),
     ] = None,
     cache: Annotated[Path | None, typer.Option(help="Feature cache folder.")] = None,
@@ -260,7 +253,7 @@ def train_cmd(
     try:
         backend = _backend(face_backend, model_dir)
         if backbone == "offline":
-            ident = identity or _best_identity(model_dir)
+            ident = identity or backend.name
             ex = OfflineExtractor(_identity_for(ident, backend, model_dir), reencode_quality=q)
         else:
             from core.forensics.clip_ref import ClipRefExtractor, make_encoder

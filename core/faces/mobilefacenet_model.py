@@ -7,8 +7,10 @@ SHA-256 is the pinned one: a different file would give vectors that do not compa
 with the stored ones, so it is ignored (and said so) rather than trusted.
 
 It is run by onnxruntime after a one-off conversion with ``tflite2onnx`` (pure Python;
-outputs equal the TFLite runtime's to ~3e-6 relative). The conversion is cached next to
-the file as ``MobileFaceNet.onnx``, tagged with the source's hash, and redone in memory
+outputs equal the TFLite runtime's to ~3e-6 relative). The file fixes the batch at 2;
+the conversion frees it (see ``dynamic_batch``: checked to give the same outputs, else
+the backend pads odd batches). The conversion is cached next to the file as
+``MobileFaceNet.onnx``, tagged with the source's hash and recipe, and redone in memory
 when that cache is missing, stale or cannot be written.
 
 Search path (first verified file wins): ``<model_dir>/mobilefacenet/`` (the data dir's
@@ -41,7 +43,7 @@ MODEL_BYTES = 5_233_396
 SUBDIR = "mobilefacenet"
 ONNX_CACHE = "MobileFaceNet.onnx"
 # Bump when the conversion recipe changes, so stale caches are redone.
-CONVERSION = "tflite2onnx-0.4.1/v1"
+CONVERSION = "tflite2onnx-0.4.1/v2-dynamic-batch"
 
 
 def default_cache_dir() -> Path:
@@ -124,8 +126,58 @@ def find_model(
 # --------------------------------------------------------------------------- conversion
 
 
-def convert_to_onnx(tflite_path: Path, source_sha256: str) -> bytes:
-    """The ONNX form of the .tflite (tflite2onnx), tagged with the source's hash."""
+def dynamic_batch(model):
+    """The same graph with a free batch dimension, or None when that is not safe.
+
+    The file's batch of 2 is baked into the graph's input/output shapes and into the
+    constant shape of Reshape nodes whose first entry is that batch (the final
+    squeeze to [2, 192]); those become -1 / a named dimension. The caller checks the
+    result against the fixed-batch model before using it."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    model = model.__deepcopy__()
+    g = model.graph
+    dims = [d for v in list(g.input) + list(g.output) for d in v.type.tensor_type.shape.dim[:1]]
+    batch = {d.dim_value for d in dims}
+    if len(batch) != 1 or 0 in batch:
+        return None
+    (b,) = batch
+    inits = {i.name: i for i in g.initializer}
+    for node in g.node:
+        if node.op_type == "Reshape" and node.input[1] in inits:
+            shape = numpy_helper.to_array(inits[node.input[1]])
+            if shape.ndim == 1 and len(shape) >= 2 and shape[0] == b:
+                new = shape.copy()
+                new[0] = -1
+                inits[node.input[1]].CopyFrom(
+                    numpy_helper.from_array(new.astype(np.int64), node.input[1])
+                )
+    for d in dims:
+        d.dim_param = "batch"
+    del g.value_info[:]  # intermediate shapes were inferred for the fixed batch
+    return model
+
+
+def _same_outputs(a: bytes, b: bytes, batch: int) -> bool:
+    import numpy as np
+    import onnxruntime as ort
+
+    sa = ort.InferenceSession(a, providers=["CPUExecutionProvider"])
+    sb = ort.InferenceSession(b, providers=["CPUExecutionProvider"])
+    shape = [batch if not isinstance(d, int) or d <= 0 else d for d in sa.get_inputs()[0].shape]
+    x = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
+    ya = sa.run(None, {sa.get_inputs()[0].name: x})[0]
+    yb = sb.run(None, {sb.get_inputs()[0].name: x})[0]
+    xx = np.concatenate([x, x[:1]])  # and an odd batch through the dynamic one
+    yc = sb.run(None, {sb.get_inputs()[0].name: xx})[0]
+    return bool(np.allclose(ya, yb, atol=1e-5) and np.allclose(yc[: len(x)], ya, atol=1e-5))
+
+
+def convert_to_onnx(tflite_path: Path, source_sha256: str, dynamic: bool = True) -> bytes:
+    """The ONNX form of the .tflite (tflite2onnx), tagged with the source's hash; with
+    ``dynamic``, re-shaped to take any batch size when that provably changes nothing
+    (outputs compared with the fixed-batch conversion), else left at the file's batch."""
     import onnx
     import tflite2onnx
 
@@ -135,6 +187,18 @@ def convert_to_onnx(tflite_path: Path, source_sha256: str) -> bytes:
         logging.getLogger("tflite2onnx").setLevel(logging.WARNING)
         tflite2onnx.convert(str(tflite_path), str(out))
         model = onnx.load(str(out))
+    if dynamic:
+        dyn = dynamic_batch(model)
+        fixed_batch = model.graph.input[0].type.tensor_type.shape.dim[0].dim_value
+        if dyn is not None:
+            try:
+                onnx.checker.check_model(dyn)
+                ok = _same_outputs(model.SerializeToString(), dyn.SerializeToString(), fixed_batch)
+            except Exception as exc:  # noqa: BLE001 - keep the fixed batch then
+                log.info("dynamic batch not usable for %s: %s", tflite_path, exc)
+                ok = False
+            if ok:
+                model = dyn
     meta = {p.key: p.value for p in model.metadata_props}
     meta.update({"idwatch.source_sha256": source_sha256, "idwatch.conversion": CONVERSION})
     del model.metadata_props[:]
