@@ -56,6 +56,8 @@ def packaged_head(model_dir: Path | None = None, cache_dir: Path | None = None) 
 def head_identity(head: Head) -> str:
     """The face backend whose identity vectors a head was trained on."""
     return head.backbones.get("identity") or "dlib"
+
+
 _REF_CACHE_SIZE = 256
 
 
@@ -111,10 +113,6 @@ class OfflineDetector(ForgeryDetector):
         self._embedder = embedder
         self._ref_cache: OrderedDict[str, F.FaceProfile] = OrderedDict()
         self.head: Head | None = None
-
-    @property
-    def identity_backend(self) -> str | None:
-        return getattr(self._embedder, "name", None)
 
     def _load(self) -> None:
         head = Head.load_for(self.head_path, self.name)
