@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 Entry = dict[str, Any]  # JSON-able per-face data of one extractor
 Progress = Callable[[int, int, str], None]  # (done, total, what)
 
-CACHE_VERSION = 1
+# 2: HOG detection upsamples only when the native scale finds nothing (issue 8).
+CACHE_VERSION = 2
 
 
 # --------------------------------------------------------------------------- manifest
