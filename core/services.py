@@ -58,14 +58,22 @@ class Services:
 
     @cached_property
     def face_backend(self) -> FaceBackend:
-        backend = make_face_backend(self.settings.face_backend, self.settings.resolved_model_dir)
+        backend = make_face_backend(
+            self.settings.face_backend,
+            self.settings.resolved_model_dir,
+            self.settings.model_cache_dir,
+        )
         log.info("face backend: %s", backend.name)
         return backend
 
     @cached_property
     def detector(self) -> ForgeryDetector:
         det = make_detector(
-            self.settings.detector, self.settings.resolved_model_dir, self.settings.detector_path
+            self.settings.detector,
+            self.settings.resolved_model_dir,
+            self.settings.detector_path,
+            embedder=self.face_backend,
+            cache_dir=self.settings.model_cache_dir,
         )
         log.info("forgery detector: %s", det.name)
         return det

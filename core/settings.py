@@ -27,6 +27,11 @@ class Settings(BaseSettings):
     model_dir: Path | None = Field(
         default=None, description="Model weights; default data_dir/models."
     )
+    model_cache_dir: Path | None = Field(
+        default=None,
+        description="Per-user model cache searched after model_dir (MobileFaceNet); "
+        "default ~/.cache/identity-watch/models (core.faces.mobilefacenet_model).",
+    )
     broker_url: str | None = Field(default=None, description="Celery broker; None = in-process.")
     dispatcher: str = Field(
         default="auto",
@@ -34,7 +39,7 @@ class Settings(BaseSettings):
     )
 
     # Backends, chosen by name; "auto" picks the production model when its files exist.
-    face_backend: str = "auto"  # auto | dlib | insightface
+    face_backend: str = "auto"  # auto | dlib | mobilefacenet | insightface
     detector: str = "auto"  # auto | offline | univfd | clip-ref
     detector_path: Path | None = Field(default=None, description="Trained offline head (JSON).")
     match_threshold: float | None = Field(

@@ -32,11 +32,14 @@ def test_identity_scan_alerts_report_remove(tmp_path, demo_set):
 
     added = _json(_run(data, "identity", "add", "Eileen Collins", str(ref), "--json"))
     assert added["created"] and added["references_added"] == 1
+    assert [p["usable"] for p in added["photos"]] == [True]
 
     listed = _json(_run(data, "identity", "list", "--json"))
     assert [i["name"] for i in listed] == ["Eileen Collins"]
     shown = _json(_run(data, "identity", "show", "Eileen Collins", "--json"))
     assert shown["references"][0]["file"] == str(ref)
+    assert shown["coverage"]["references"] == 1 and shown["coverage"]["usable"] == 1
+    assert "coverage: 1 usable of 1" in _run(data, "identity", "show", "Eileen Collins").stdout
 
     summary = _json(_run(data, "scan", str(demo_set / "uploads"), "--json"))
     assert summary["scanned"] == 20 and summary["failed"] == 0

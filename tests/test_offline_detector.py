@@ -175,8 +175,10 @@ def test_features_finite_without_and_with_references(demo_inputs, backend) -> No
         with_ref = F.extract_features(inp_ref, embedder=backend)
         assert all(math.isfinite(v) for v in with_ref.values()), name
         assert with_ref["ref.available"] == 1.0
-        # Non-reference groups do not depend on the references.
-        assert all(with_ref[k] == plain[k] for k in plain if not k.startswith("ref."))
+        # Non-reference groups do not depend on the references (id.* needs the embedder).
+        own = F.extract_features(inp, embedder=backend)
+        assert all(with_ref[k] == own[k] for k in own if not k.startswith("ref."))
+        assert all(plain[k] == own[k] for k in plain if not k.startswith(("ref.", "id.")))
     # The astronaut against her own mirror image: the same person.
     astro_ref = F.extract_features(
         ForensicInput(**{**astro.__dict__, "references": [ref]}), backend
@@ -276,3 +278,29 @@ def test_huge_upload_is_analysed_in_a_window_around_the_face():
     assert np.allclose(out.face.extra["landmarks68"][0], [(x1 + x2) / 2, (y1 + y2) / 2])
     small = dataclasses.replace(inp, image=img[:1000, :1000])
     assert bounded(small) is small
+
+
+def test_each_packaged_head_names_its_identity_embedder(demo_inputs, backend) -> None:
+    """The dlib head (the fallback) keeps working with dlib; the MobileFaceNet head asks
+    for MobileFaceNet and never takes dlib's vectors instead."""
+    from core.forensics.offline import PACKAGED_HEADS, head_identity
+
+    for ident, path in PACKAGED_HEADS.items():
+        head = Head.load(path)
+        head.check_features(F.feature_names())
+        assert head_identity(head) == ident
+        assert head.training.get("n", 0) > 100 and head.preprocess.get("reencode_jpeg_quality")
+    det = OfflineDetector(head_path=PACKAGED_HEADS["dlib"], embedder=backend)
+    res = det.score(demo_inputs["astronaut"])
+    assert det._embedder is backend and 0.0 <= res.score <= 1.0
+
+
+def test_mobilefacenet_head_without_the_model_is_a_clear_error(tmp_path, monkeypatch) -> None:
+    from core.errors import ModelUnavailable
+    from core.forensics.offline import PACKAGED_HEADS, packaged_head
+
+    monkeypatch.setenv("IDWATCH_MODEL_CACHE", str(tmp_path / "empty"))
+    assert packaged_head(tmp_path / "models") == PACKAGED_HEADS["dlib"]
+    det = OfflineDetector(model_dir=tmp_path / "models", head_path=PACKAGED_HEADS["mobilefacenet"])
+    with pytest.raises(ModelUnavailable, match="mobilefacenet"):
+        det.load()

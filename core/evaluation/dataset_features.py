@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 Entry = dict[str, Any]  # JSON-able per-face data of one extractor
 Progress = Callable[[int, int, str], None]  # (done, total, what)
 
-CACHE_VERSION = 1
+# 2: HOG detection upsamples only when the native scale finds nothing (issue 8).
+CACHE_VERSION = 2
 
 
 # --------------------------------------------------------------------------- manifest
@@ -136,7 +137,8 @@ def _arr(v: Any) -> np.ndarray | None:
 
 class OfflineExtractor(FeatureExtractor):
     """The offline detector's features (core.forensics.features): face/image/jpeg/meta
-    statistics per face, identity vectors of the crop from ``embedder`` (dlib), and the
+    statistics per face, identity vectors of the crop from ``embedder`` (the head's
+    identity backbone: mobilefacenet, or dlib), and the
     ``ref.*`` comparison per pair."""
 
     name = "offline"
@@ -145,6 +147,12 @@ class OfflineExtractor(FeatureExtractor):
         self.embedder = embedder
         self.reencode_quality = reencode_quality
 
+    @property
+    def key(self) -> str:
+        # Cached identity vectors depend on the embedder (dlib keeps the older key).
+        ident = getattr(self.embedder, "name", "dlib") or "dlib"
+        return super().key if ident == "dlib" else f"{super().key}-{ident}-ctx"
+
     def entry(self, rgb, face, metadata, embedding) -> Entry:
         crop = loose_crop(rgb, face)
         inp_own = F.face_features(crop, face)
@@ -152,7 +160,7 @@ class OfflineExtractor(FeatureExtractor):
         inp_own.update(F.jpeg_features(rgb))
         inp_own.update(F.meta_features(metadata))
         stats = {k: v for k, v in inp_own.items() if k.startswith("face.")}
-        prof = F.face_profile(crop, face, embedding, self.embedder, stats)
+        prof = F.face_profile(crop, face, embedding, self.embedder, stats, rgb)
 
         def lst(v):
             return None if v is None else np.asarray(v, np.float64).tolist()
@@ -162,6 +170,7 @@ class OfflineExtractor(FeatureExtractor):
             "embedding": lst(prof.embedding),
             "inner": lst(prof.emb_inner),
             "outer": lst(prof.emb_outer),
+            "context": lst(prof.emb_context),
             "geometry": lst(prof.geometry),
         }
 
@@ -169,12 +178,19 @@ class OfflineExtractor(FeatureExtractor):
     def profile(e: Entry) -> F.FaceProfile:
         stats = {k: v for k, v in e["own"].items() if k.startswith("face.")}
         return F.FaceProfile(
-            stats, _arr(e["embedding"]), _arr(e["geometry"]), _arr(e["inner"]), _arr(e["outer"])
+            stats,
+            _arr(e["embedding"]),
+            _arr(e["geometry"]),
+            _arr(e["inner"]),
+            _arr(e["outer"]),
+            _arr(e.get("context")),
         )
 
     def features(self, upload, refs) -> dict[str, float]:
         feats = dict(upload["own"])
-        feats.update(F.reference_features(self.profile(upload), [self.profile(r) for r in refs]))
+        prof = self.profile(upload)
+        feats.update(F.identity_self_features(prof))
+        feats.update(F.reference_features(prof, [self.profile(r) for r in refs]))
         return {k: (float(v) if np.isfinite(v) else 0.0) for k, v in feats.items()}
 
     def feature_names(self) -> list[str]:
@@ -352,7 +368,20 @@ class DatasetFeatures:
             if j != i and j != exclude and len(self.embeddings[j])
         ]
         if not others:
-            return int(np.argmax([f.area for f in self.faces[i]])), float("nan")
+            # The largest face, but not one that a co-labelled person's other photos
+            # identify as theirs (a couple photo of A and B, with B's other photos in
+            # the set, must not give A the face of B).
+            taken = set()
+            for other in self.rows[i].identities:
+                if other != name and any(
+                    j != i and len(self.embeddings[j]) for j in self.real_by_name.get(other, [])
+                ):
+                    k_other, _ = self.best_face(i, other, exclude)
+                    taken.add(k_other)
+            free = [k for k in range(len(self.faces[i])) if k not in taken] or list(
+                range(len(self.faces[i]))
+            )
+            return max(free, key=lambda k: self.faces[i][k].area), float("nan")
         pool = np.concatenate([self.embeddings[j] for j in others])
         sims = (self.embeddings[i] @ pool.T).max(axis=1)
         return int(np.argmax(sims)), float(sims.max())

@@ -11,7 +11,8 @@ Impersonation retrieval
     claiming X are not retrieved: a positive among them adds precision 0 (as if ranked
     below everything, pessimistically). Ties are broken pessimistically too (negatives
     first). Positives are the fakes whose identity includes X. AP per query; mAP =
-    mean over identities of the mean AP of their queries.
+    mean over identities of the mean AP of their queries. (The largest face is never
+    one that a co-labelled person's other photos identify as theirs.)
 
 Detection table
     Every image once, as the research reports it: its face of interest (the face most

@@ -1,28 +1,55 @@
-"""Pick a face backend by name; "auto" prefers the production model when present."""
+"""Pick a face backend by name; "auto" prefers the best model whose files are present.
+
+``auto``: insightface (buffalo_l pack in the model dir, production), else mobilefacenet
+(the pinned MobileFaceNet file on the search path, core.faces.mobilefacenet_model),
+else dlib (ships with pip). Falling back is logged once per reason, so an operator
+sees why the weaker backend runs.
+"""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from core.faces.base import FaceBackend
 from core.registry import Registry
 
+log = logging.getLogger(__name__)
+
 FACE_BACKENDS: Registry[FaceBackend] = Registry(
     "face backend",
     {
         "dlib": "core.faces.dlib_backend:DlibFaceBackend",
+        "mobilefacenet": "core.faces.mobilefacenet_backend:MobileFaceNetBackend",
         "insightface": "core.faces.insightface_backend:InsightFaceBackend",
     },
 )
 BACKENDS = FACE_BACKENDS.names
+_said: set[str] = set()
 
 
-def resolve_face_backend_name(name: str, model_dir: Path) -> str:
-    if name == "auto":
-        insightface = FACE_BACKENDS.load("insightface")
-        return "insightface" if insightface.available(model_dir) else "dlib"
-    return FACE_BACKENDS.check(name)
+def resolve_face_backend_name(name: str, model_dir: Path, cache_dir: Path | None = None) -> str:
+    if name != "auto":
+        return FACE_BACKENDS.check(name)
+    if FACE_BACKENDS.load("insightface").available(model_dir):
+        return "insightface"
+    check = FACE_BACKENDS.load("mobilefacenet").check(model_dir, cache_dir)
+    if check.ok:
+        return "mobilefacenet"
+    why = check.explain()
+    if why not in _said:  # once per reason, not once per upload
+        _said.add(why)
+        log.warning(
+            "face backend auto -> dlib: no verified MobileFaceNet file (%s); "
+            "scripts/setup.sh installs it",
+            why,
+        )
+    return "dlib"
 
 
-def make_face_backend(name: str, model_dir: Path) -> FaceBackend:
-    return FACE_BACKENDS.load(resolve_face_backend_name(name, model_dir))(model_dir)
+def make_face_backend(name: str, model_dir: Path, cache_dir: Path | None = None) -> FaceBackend:
+    name = resolve_face_backend_name(name, model_dir, cache_dir)
+    cls = FACE_BACKENDS.load(name)
+    if name == "mobilefacenet":
+        return cls(model_dir, cache_dir=cache_dir)
+    return cls(model_dir)

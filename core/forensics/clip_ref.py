@@ -10,7 +10,10 @@ fuses, for a face matched to identity X:
 - ``ref.available`` 1 with references, else 0 (the ``ref.`` group is then neutral);
 - ``ref.cos_max`` / ``ref.cos_mean``  cosine of the face feature to each reference's
   face feature; ``ref.img_cos_max`` the same for whole images;
-- ``ref.id_sim_max`` / ``ref.id_sim_mean``  identity cosine (face backend embedding);
+- ``ref.id_sim_max`` / ``ref.id_sim_mean`` / ``ref.id_sim_min``  identity cosine (face
+  backend embedding: a head records its ``face_backend`` and is refused with another);
+  with several references ``ref.id_gap_refs``: the best cosine minus how well the
+  references match each other (median of each one's best match), ``ref.multi`` = 1;
 - ``ref.diff_*``  face feature minus the mean reference face feature (768): the
   direction in which this face departs from the person's authentic photos
   (ICT-Ref / VIP-Guard style reference comparison, linearised).
@@ -46,6 +49,9 @@ REF_SCALARS = (
     "ref.img_cos_max",
     "ref.id_sim_max",
     "ref.id_sim_mean",
+    "ref.id_sim_min",
+    "ref.multi",
+    "ref.id_gap_refs",
 )
 
 
@@ -146,6 +152,13 @@ class ClipRefExtractor:
                 ids = np.array([_unit(e) for e in embs]) @ _unit(upload["embedding"])
                 out["ref.id_sim_max"] = float(ids.max())
                 out["ref.id_sim_mean"] = float(ids.mean())
+                out["ref.id_sim_min"] = float(ids.min())
+                if len(embs) >= 2:  # compared with how well her photos match each other
+                    from core.forensics.features import loo_best
+
+                    out["ref.multi"] = 1.0
+                    loo = loo_best([_unit(e) for e in embs])
+                    out["ref.id_gap_refs"] = float(ids.max() - np.median(loo))
             diff = f - rf.mean(axis=0)
         out.update({f"ref.diff_{i:03d}": float(v) for i, v in enumerate(diff)})
         return out
@@ -199,8 +212,12 @@ class ClipRefDetector(ForgeryDetector):
         *,
         allow_random_backbone: bool = False,
         encoder: ClipImageEncoder | None = None,
+        face_backend: str | None = None,
     ) -> None:
+        """``face_backend``: the backend whose embeddings the inputs carry; a head trained
+        on another backend's identity cosines is refused."""
         super().__init__(model_dir)
+        self.face_backend = face_backend
         self.head_path = Path(head_path) if head_path is not None else None
         self.allow_random_backbone = allow_random_backbone
         self._encoder = encoder
@@ -213,6 +230,12 @@ class ClipRefDetector(ForgeryDetector):
                 "clip-ref needs a head file (idwatch detector train --backbone clip)"
             )
         head = Head.load_for(self.head_path, self.name)
+        trained_on = head.backbones.get("face_backend")
+        if self.face_backend and trained_on and trained_on != self.face_backend:
+            raise ModelUnavailable(
+                f"{self.head_path.name} was trained on {trained_on} identity vectors; "
+                f"this system embeds with {self.face_backend}: retrain the head"
+            )
         enc = self._encoder or make_encoder(self.model_dir, self.allow_random_backbone)
         self.extractor = ClipRefExtractor(enc, head.preprocess.get("reencode_jpeg_quality"))
         head.check_features(self.extractor.feature_names())

@@ -1,9 +1,14 @@
 """The offline forgery detector: hand-made forensic features + a small trained head.
 
-Runs with nothing downloaded: the features are signal statistics (core.forensics.
-features) and dlib's identity embedder, which ships in the ``face_recognition_models``
-wheel; the head is a JSON file (core.forensics.head). The packaged head was trained on
-faces-dev (see its "training" field for the data, protocol and measured accuracy).
+Runs with nothing downloaded at run time: the features are signal statistics
+(core.forensics.features) and an identity embedder; the head is a JSON file
+(core.forensics.head). Two heads are packaged, one per identity embedder, each trained
+on faces-dev (see its "training" field for the data, protocol and measured accuracy):
+``offline_mobilefacenet_v1.json`` (MobileFaceNet, used when its verified file is
+installed, see core.faces.mobilefacenet_model) and ``offline_v1.json`` (dlib, which
+ships in the ``face_recognition_models`` wheel; the fallback). A head names its
+embedder in ``backbones.identity`` (absent: dlib); features of one embedder never go
+into the other's head.
 
 It is reference-aware: with the claimed person's authentic photos in
 ``ForensicInput.references`` it compares the upload face with them (identity, noise,
@@ -31,7 +36,28 @@ from core.forensics.head import Head
 
 log = logging.getLogger(__name__)
 
-PACKAGED_HEAD = Path(__file__).resolve().parent / "heads" / "offline_v1.json"
+HEADS_DIR = Path(__file__).resolve().parent / "heads"
+PACKAGED_HEADS = {
+    "mobilefacenet": HEADS_DIR / "offline_mobilefacenet_v1.json",
+    "dlib": HEADS_DIR / "offline_v1.json",
+}
+PACKAGED_HEAD = PACKAGED_HEADS["dlib"]  # the head that needs nothing but pip packages
+
+
+def packaged_head(model_dir: Path | None = None, cache_dir: Path | None = None) -> Path:
+    """The packaged head of the best identity embedder installed here."""
+    from core.faces.mobilefacenet_backend import MobileFaceNetBackend
+
+    if MobileFaceNetBackend.available(model_dir, cache_dir):
+        return PACKAGED_HEADS["mobilefacenet"]
+    return PACKAGED_HEADS["dlib"]
+
+
+def head_identity(head: Head) -> str:
+    """The face backend whose identity vectors a head was trained on."""
+    return head.backbones.get("identity") or "dlib"
+
+
 _REF_CACHE_SIZE = 256
 
 
@@ -74,11 +100,16 @@ class OfflineDetector(ForgeryDetector):
         model_dir: Path | None = None,
         head_path: Path | str | None = None,
         embedder=None,
+        cache_dir: Path | None = None,
     ) -> None:
-        """``head_path``: a head JSON (default: the packaged one). ``embedder``: a
-        FaceBackend for the identity features (default: dlib, created on load)."""
+        """``head_path``: a head JSON (default: the packaged head of the best identity
+        embedder installed, see packaged_head). ``embedder``: a FaceBackend to reuse for
+        the identity features when it is the head's (else one is made on load)."""
         super().__init__(model_dir)
-        self.head_path = Path(head_path) if head_path is not None else PACKAGED_HEAD
+        self.cache_dir = cache_dir
+        self.head_path = (
+            Path(head_path) if head_path is not None else packaged_head(model_dir, cache_dir)
+        )
         self._embedder = embedder
         self._ref_cache: OrderedDict[str, F.FaceProfile] = OrderedDict()
         self.head: Head | None = None
@@ -88,14 +119,24 @@ class OfflineDetector(ForgeryDetector):
         head.check_features(F.feature_names())
         self.head = head
         self.threshold = head.threshold
-        if self._embedder is None and any(n.startswith("ref.") for n in head.feature_names):
-            try:
-                from core.faces.dlib_backend import DlibFaceBackend
+        wanted = head_identity(head)
+        if self._embedder is not None and self._embedder.name != wanted:
+            self._embedder = None  # the head's features come from another embedder
+        needs = any(n.startswith(("ref.", "id.")) for n in head.feature_names)
+        if self._embedder is None and needs:
+            from core.faces.registry import make_face_backend
 
-                emb = DlibFaceBackend()
+            try:
+                emb = make_face_backend(wanted, self.model_dir, self.cache_dir)
                 emb.load()
                 self._embedder = emb
-            except ModelUnavailable as exc:  # identity features then use inp's embeddings
+            except ModelUnavailable as exc:
+                if wanted != "dlib":
+                    raise ModelUnavailable(
+                        f"head {self.head_path.name} was trained on {wanted} identity "
+                        f"vectors, which are not available here: {exc}"
+                    ) from exc
+                # identity features then use the input's embeddings
                 log.warning("offline detector without dlib identity features: %s", exc)
 
     def _prepare(self, image: np.ndarray, face, crop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -114,8 +155,8 @@ class OfflineDetector(ForgeryDetector):
         key = h.hexdigest()
         prof = self._ref_cache.get(key)
         if prof is None:
-            _, crop = self._prepare(ref.image, ref.face, ref.face_crop)
-            prof = F.face_profile(crop, ref.face, ref.embedding, self._embedder)
+            image, crop = self._prepare(ref.image, ref.face, ref.face_crop)
+            prof = F.face_profile(crop, ref.face, ref.embedding, self._embedder, image=image)
             self._ref_cache[key] = prof
             if len(self._ref_cache) > _REF_CACHE_SIZE:
                 self._ref_cache.popitem(last=False)

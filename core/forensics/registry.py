@@ -16,8 +16,6 @@ DETECTOR_CLASSES: Registry[ForgeryDetector] = Registry(
     },
 )
 DETECTORS = DETECTOR_CLASSES.names
-# Detectors that run a trained head file (IDWATCH_DETECTOR_PATH); UnivFD's head is fixed.
-_TAKES_HEAD = {"offline", "clip-ref"}
 
 
 def resolve_detector_name(name: str, model_dir: Path) -> str:
@@ -27,9 +25,19 @@ def resolve_detector_name(name: str, model_dir: Path) -> str:
     return DETECTOR_CLASSES.check(name)
 
 
-def make_detector(name: str, model_dir: Path, head_path: Path | None = None) -> ForgeryDetector:
+def make_detector(
+    name: str,
+    model_dir: Path,
+    head_path: Path | None = None,
+    embedder=None,
+    cache_dir: Path | None = None,
+) -> ForgeryDetector:
+    """``embedder``: the stage-1 face backend, reused by the offline detector when its
+    head was trained on that backend's identity vectors."""
     name = resolve_detector_name(name, model_dir)
     cls = DETECTOR_CLASSES.load(name)
-    if name in _TAKES_HEAD:
-        return cls(model_dir=model_dir, head_path=head_path)
+    if name == "clip-ref":
+        return cls(model_dir, head_path=head_path, face_backend=getattr(embedder, "name", None))
+    if name == "offline":
+        return cls(model_dir=model_dir, head_path=head_path, embedder=embedder, cache_dir=cache_dir)
     return cls(model_dir)

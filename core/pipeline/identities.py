@@ -4,7 +4,7 @@ list, show, remove (the erasure job, ``core.pipeline.erasure``)."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 
 from core.errors import Rejected
 from core.faces.base import DetectedFace
+from core.faces.reference_quality import PhotoCheck, check_duplicates, check_photo, coverage
 from core.intake import decode_image, read_bytes
 from core.pipeline import jobs
 from core.pipeline.backfill import BACKFILL, BackfillResult
@@ -35,6 +36,7 @@ class PreparedPhoto:
     sha256: str
     face: DetectedFace
     embedding: np.ndarray
+    check: PhotoCheck | None = None
 
 
 @dataclass
@@ -46,6 +48,7 @@ class Registration:
     backfill: BackfillResult  # filled when the backfill ran here (in-process dispatcher)
     backfill_job_id: int | None = None
     backfill_status: str | None = None
+    checks: list[PhotoCheck] = field(default_factory=list)  # per photo given, in order
 
 
 def prepare_photo(svc: Services, path: Path, pick_largest: bool = False) -> PreparedPhoto:
@@ -67,7 +70,8 @@ def prepare_photo(svc: Services, path: Path, pick_largest: bool = False) -> Prep
         )
     face = max(faces, key=lambda f: f.area)
     emb = backend.embed(img.pixels, [face])[0]
-    return PreparedPhoto(Path(path), data, img.format, img.sha256, face, emb)
+    check = check_photo(Path(path).name, img.pixels, face, len(faces))
+    return PreparedPhoto(Path(path), data, img.format, img.sha256, face, emb, check)
 
 
 def register_identity(
@@ -89,6 +93,7 @@ def register_identity(
         raise RegistrationError("give at least one authentic photo of the person")
     prepared = [prepare_photo(svc, p, pick_largest) for p in photos]
     backend = svc.face_backend
+    _check_duplicates(svc, name, prepared)
     with svc.db.session() as s:
         ident = s.scalar(select(Identity).where(Identity.name == name))
         if ident is not None and ident.erasing_at is not None:
@@ -107,6 +112,8 @@ def register_identity(
         new_refs = []
         for p in prepared:
             if p.sha256 in known:
+                p.check.usable = False
+                p.check.problems.append("same file as a stored reference (not added again)")
                 continue
             known.add(p.sha256)
             ref = ReferencePhoto(
@@ -116,7 +123,7 @@ def register_identity(
                 path=svc.files.put_reference(ident.id, p.sha256, p.data, p.fmt),
                 box=[float(v) for v in p.face.box],
                 landmarks=np.asarray(p.face.landmarks).round(2).tolist(),
-                extra=p.face.extra or None,
+                extra={**(p.face.extra or {}), "reference_check": p.check.as_dict()},
                 face_backend=backend.name,
             )
             s.add(ref)
@@ -131,7 +138,15 @@ def register_identity(
             [identity_id] * len(new_refs),
             np.stack([e for _, e in new_refs]),
         )
-    reg = Registration(identity_id, name, len(new_refs), created, BackfillResult(), job_id)
+    reg = Registration(
+        identity_id,
+        name,
+        len(new_refs),
+        created,
+        BackfillResult(),
+        job_id,
+        checks=[p.check for p in prepared],
+    )
     if job_id is not None:
         try:
             (dispatcher or InlineDispatcher(svc)).backfill(job_id)
@@ -142,6 +157,21 @@ def register_identity(
         reg.backfill = BackfillResult.from_detail(job.detail)
     return reg
 
+
+
+def _check_duplicates(svc: Services, name: str, prepared: list[PreparedPhoto]) -> None:
+    """Mark photos that repeat a stored reference of this person (found by searching her
+    reference vectors) or another photo of the same call (core.faces.reference_quality)."""
+    with svc.db.session() as s:
+        ident = s.scalar(select(Identity).where(Identity.name == name))
+        refs = {r.id: Path(r.original_name).name for r in ident.references} if ident else {}
+    backend = svc.face_backend.name
+    vecs = np.stack([p.embedding for p in prepared])
+    existing: list[list[tuple[str, float]]] = [[] for _ in prepared]
+    if refs:
+        for k, hits in enumerate(svc.vectors.search_references(backend, vecs, limit=256)):
+            existing[k] = [(refs[h.id], h.score) for h in hits if h.id in refs]
+    check_duplicates([p.check for p in prepared], vecs, existing, backend)
 
 def list_identities(svc: Services) -> list[dict]:
     with svc.db.session() as s:
@@ -191,9 +221,13 @@ def show_identity(svc: Services, name_or_id: str) -> dict | None:
                     "stored": r.path,
                     "box": r.box,
                     "face_backend": r.face_backend,
+                    "check": (r.extra or {}).get("reference_check"),
                 }
                 for r in ident.references
             ],
+            "coverage": coverage(
+                [(r.extra or {}).get("reference_check") for r in ident.references]
+            ),
             "matched_faces": matches,
             "alerts": alerts,
         }

@@ -56,20 +56,17 @@ def _backend(name: str | None, model_dir: Path):
     from core.faces.registry import make_face_backend
 
     settings = _settings()
-    backend = make_face_backend(name or settings.face_backend, model_dir)
+    backend = make_face_backend(name or settings.face_backend, model_dir, settings.model_cache_dir)
     backend.load()
     return backend
 
 
-def _dlib_for(backend):
-    """The offline detector's identity embedder (dlib), shared with stage 1 if dlib."""
-    if backend.name == "dlib":
+def _identity_for(name: str, backend, model_dir: Path):
+    """The offline detector's identity embedder ``name`` (a head's backbones.identity),
+    shared with stage 1 when it is the same backend."""
+    if backend.name == name:
         return backend
-    from core.faces.dlib_backend import DlibFaceBackend
-
-    emb = DlibFaceBackend()
-    emb.load()
-    return emb
+    return _backend(name, model_dir)
 
 
 def make_scorer(
@@ -84,7 +81,7 @@ def make_scorer(
     from core.evaluation.dataset_features import OfflineExtractor
     from core.evaluation.protocol import HeadScorer
     from core.forensics.head import Head
-    from core.forensics.offline import PACKAGED_HEAD
+    from core.forensics.offline import head_identity, packaged_head
 
     settings = _settings()
     if detector is None:
@@ -101,20 +98,21 @@ def make_scorer(
         w, b = load_univfd_head(head_path(model_dir))
         enc = make_encoder(model_dir, allow_random_backbone)
         return UnivFDScorer(ClipRefExtractor(enc), w, b)
-    path = PACKAGED_HEAD if detector == "offline" else Path(detector)
+    packaged = packaged_head(model_dir, settings.model_cache_dir)
+    path = packaged if detector == "offline" else Path(detector)
     if not path.exists():
         raise typer.BadParameter(f"--detector: no such head file or detector name: {detector}")
     head = Head.load(path)
     q = head.preprocess.get("reencode_jpeg_quality")
     if head.detector == "offline":
-        ex = OfflineExtractor(_dlib_for(backend), reencode_quality=q)
+        ex = OfflineExtractor(_identity_for(head_identity(head), backend, model_dir), q)
     elif head.detector == "clip-ref":
         from core.forensics.clip_ref import ClipRefExtractor, make_encoder
 
         ex = ClipRefExtractor(make_encoder(model_dir, allow_random_backbone), reencode_quality=q)
     else:
         raise typer.BadParameter(f"{path}: head for unknown detector {head.detector!r}")
-    label = "packaged" if path == PACKAGED_HEAD else str(path)
+    label = f"packaged {path.name}" if path == packaged else str(path)
     return HeadScorer(ex, head, source=label)
 
 
@@ -158,7 +156,7 @@ def eval_cmd(
     ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
     face_backend: Annotated[
-        str | None, typer.Option(help="dlib | insightface (default: configured).")
+        str | None, typer.Option(help="dlib | mobilefacenet | insightface (default: configured).")
     ] = None,
     match_threshold: Annotated[
         float | None, typer.Option(help="Stage-1 cosine threshold (default: the backend's).")
@@ -228,7 +226,16 @@ def train_cmd(
     query_pair_ratio: Annotated[
         float | None, typer.Option(help="Cap pair rows at this multiple of the other rows.")
     ] = None,
-    face_backend: Annotated[str | None, typer.Option(help="dlib | insightface.")] = None,
+    face_backend: Annotated[
+        str | None, typer.Option(help="dlib | mobilefacenet | insightface.")
+    ] = None,
+    identity: Annotated[
+        str | None,
+        typer.Option(
+            help="Identity embedder of the offline features: mobilefacenet | dlib | "
+            "insightface (default: the face backend)."
+        ),
+    ] = None,
     cache: Annotated[Path | None, typer.Option(help="Feature cache folder.")] = None,
     allow_random_backbone: Annotated[bool, typer.Option(hidden=True)] = False,
 ) -> None:
@@ -246,7 +253,8 @@ def train_cmd(
     try:
         backend = _backend(face_backend, model_dir)
         if backbone == "offline":
-            ex = OfflineExtractor(_dlib_for(backend), reencode_quality=q)
+            ident = identity or backend.name
+            ex = OfflineExtractor(_identity_for(ident, backend, model_dir), reencode_quality=q)
         else:
             from core.forensics.clip_ref import ClipRefExtractor, make_encoder
 

@@ -36,6 +36,7 @@ def identity_add(
         "name": reg.name,
         "created": reg.created,
         "references_added": reg.references_added,
+        "photos": [c.as_dict() for c in reg.checks],
         "backfill": {
             "job_id": reg.backfill_job_id,
             "status": reg.backfill_status,
@@ -61,6 +62,8 @@ def identity_add(
         f"{verb} [bold]{reg.name}[/bold] (id {reg.identity_id}) with "
         f"{reg.references_added} new reference photo(s); {done}"
     )
+    for c in reg.checks:  # per photo: usable, or why it is weak (reference_quality)
+        out.print(f"  {c.line()}", markup=False)
 
 
 @identity_app.command("list")
@@ -101,6 +104,10 @@ def identity_show(name: str, as_json: JsonOpt = False) -> None:
         out.print(
             table("Reference photos", info["references"], ["id", "file", "box", "face_backend"])
         )
+        from core.faces.reference_quality import coverage_lines
+
+        for line in coverage_lines(info["coverage"]):
+            out.print(line)
 
 
 @identity_app.command("remove")
