@@ -232,7 +232,7 @@ def test_head_versioning(tmp_path: Path) -> None:
 
 
 def _cli() -> Typer:
-    from workers.cli_eval import detector_app, eval_cmd
+    from workers.cli.eval import detector_app, eval_cmd
 
     app = Typer()
     app.command("eval")(eval_cmd)
