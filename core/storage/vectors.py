@@ -239,9 +239,11 @@ class VectorStore:
         return int(res[0]["count(*)"])
 
     @_reset_on_error
-    def reference_ids(self, identity_id: int) -> list[int]:
+    def reference_ids(self, identity_id: int, backend: str | None = None) -> list[int]:
+        """Ids of the identity's reference vectors (in one backend's collection, or all)."""
         ids: list[int] = []
-        for name in self._ref_collections():
+        names = [self.refs_name(backend)] if backend else self._ref_collections()
+        for name in names:
             if self._loaded(name):
                 rows = self.client.query(
                     name, filter=f"owner == {int(identity_id)}", output_fields=["id"]

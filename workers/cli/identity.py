@@ -8,7 +8,16 @@ from typing import Annotated
 
 import typer
 
-from workers.cli.common import JsonOpt, console, dispatcher, out, print_json, services, table
+from workers.cli.common import (
+    JsonOpt,
+    console,
+    dispatcher,
+    out,
+    print_json,
+    progress,
+    services,
+    table,
+)
 
 identity_app = typer.Typer(help="Protected identities.", no_args_is_help=True)
 
@@ -159,3 +168,27 @@ def identity_remove(
             f"{res['vectors_removed']} vector(s); {res['alerts_anonymised']} alert(s) "
             "anonymised"
         )
+
+
+@identity_app.command("reembed")
+def identity_reembed(as_json: JsonOpt = False) -> None:
+    """Give every reference photo a vector of the active face backend (after switching
+    backends, e.g. dlib -> mobilefacenet, people registered before are matched again)."""
+    from core.pipeline.reembed import reembed_references, stale_references
+
+    svc = services()
+    total = len(stale_references(svc))
+    with progress("re-embedding") as prog:
+        task = prog.add_task("references", total=total)
+        res = reembed_references(svc, lambda done, _n: prog.update(task, completed=done))
+    if as_json:
+        print_json({"backend": res.backend, "reembedded": res.reembedded, "failed": res.failed})
+        return
+    out.print(
+        f"{len(res.reembedded)} reference photo(s) re-embedded with {res.backend}; "
+        f"{len(res.failed)} failed"
+    )
+    for ref_id, why in res.failed.items():
+        out.print(f"  reference {ref_id}: {why}", markup=False)
+    if res.failed:
+        raise typer.Exit(1)

@@ -122,9 +122,12 @@ def status_cmd(as_json: JsonOpt = False) -> None:
     """Uploads by status, alerts, and (distributed) queue lengths and workers seen."""
     from core.alerts.listing import count_alerts
     from core.pipeline.identities import upload_counts
+    from core.pipeline.reembed import stale_references
 
     svc = services()
     res: dict = {"uploads": upload_counts(svc), "alerts": count_alerts(svc)}
+    # References without a vector of the active backend match nobody: say so loudly.
+    res["references_without_vectors"] = len(stale_references(svc))
     if not svc.settings.embedded:
         from workers.ops.queues import queue_lengths, workers_seen
         from workers.ops.stack import recorded
@@ -143,6 +146,12 @@ def status_cmd(as_json: JsonOpt = False) -> None:
         )
     )
     out.print(f"alerts: {res['alerts']}")
+    if res["references_without_vectors"]:
+        console.print(
+            f"[red]{res['references_without_vectors']} reference photo(s) have no "
+            f"{svc.face_backend.name} vector and match nobody: run `idwatch identity "
+            "reembed`[/red]"
+        )
     if "queues" in res:
         out.print(
             table(
