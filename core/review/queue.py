@@ -8,7 +8,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from PIL import Image
-from sqlalchemy import distinct, func, select
+from sqlalchemy import func, select
 
 from core.intake import declared_ai_source, extract_metadata
 from core.review.actions import history, review_dict
@@ -143,7 +143,7 @@ def identities_with_alerts(svc: Services) -> list[str]:
     with svc.db.session() as s:
         return sorted(
             n
-            for n in s.scalars(select(distinct(Alert.identity_name)))
+            for n in s.scalars(select(Alert.identity_name).distinct())
             if n is not None  # erased people have no name left
         )
 
@@ -230,3 +230,15 @@ def provenance(svc: Services, rel: str) -> tuple[dict[str, str], str | None]:
     except OSError:
         return {}, None
     return meta, declared_ai_source(meta)
+
+
+def state_counts(svc: Services, identity: str | None = None) -> dict[str, int]:
+    """Alerts per review state (for the queue's tabs), ``all`` included."""
+    q = select(Alert.review_state, func.count()).group_by(Alert.review_state)
+    if identity is not None:
+        q = q.where(Alert.identity_name == identity)
+    with svc.db.session() as s:
+        counts = {str(k): int(v) for k, v in s.execute(q).all()}
+    out = {st.value: counts.get(st.value, 0) for st in ReviewState}
+    out["all"] = sum(counts.values())
+    return out
