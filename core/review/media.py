@@ -37,6 +37,21 @@ def marked_jpeg(
     return buf.getvalue()
 
 
+def face_jpeg(path: Path, box: list[float], side: int = 320, margin: float = 0.5) -> bytes:
+    """A square crop around ``box`` (plus ``margin`` of its size on every side), for
+    putting a reference face beside the upload's face."""
+    with Image.open(path) as im:
+        rgb = ImageOps.exif_transpose(im).convert("RGB")
+    x1, y1, x2, y2 = box
+    half = max(x2 - x1, y2 - y1) * (0.5 + margin)
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    crop = rgb.crop((round(cx - half), round(cy - half), round(cx + half), round(cy + half)))
+    crop = crop.resize((side, side))
+    buf = io.BytesIO()
+    crop.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
 def png_bytes(path: Path) -> bytes:
     """A stored PNG (face crops are stored as PNG), re-encoded so only pixels go out."""
     with Image.open(path) as im:

@@ -213,6 +213,7 @@ def alert_detail(svc: Services, alert_id: int) -> dict | None:
             }
         )
     detail["signals"] = signals(detail["parts"])
+    detail["signal_scale"] = max((abs(sig.contribution) for sig in detail["signals"]), default=1.0)
     detail["flags"] = provenance_flags(detail["parts"])
     detail["metadata"], detail["ai_source"] = provenance(svc, detail["upload_path"])
     detail["history"] = history(svc, alert_id)

@@ -59,6 +59,7 @@ def review_history(svc: Services, s: Session, face_id: int, identity_id: int) ->
         return []
     thr = same_face_similarity(svc, face.face_backend)
     mine = _unit(np.frombuffer(face.embedding, np.float32))
+
     def same(other_id: int, emb: bytes | None) -> bool:
         if other_id == face_id:
             return True

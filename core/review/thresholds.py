@@ -78,9 +78,7 @@ def suggest(svc: Services, identity_id: int) -> dict:
     if n < MIN_REVIEWS:
         out["status"] = f"not enough reviews ({n} of {MIN_REVIEWS} confirmed/dismissed)"
         return out
-    recorded = [
-        float(r.parts["threshold"]) for r in rows if r.parts and "threshold" in r.parts
-    ]
+    recorded = [float(r.parts["threshold"]) for r in rows if r.parts and "threshold" in r.parts]
     current = statistics.median(recorded) if recorded else float(svc.fake_threshold)
     t, _ = best_cut(confirmed, dismissed, current)
     out["fake_threshold"] = {

@@ -21,7 +21,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from core.review.actions import AlertNotFound, set_review
 from core.review.evidence import EvidenceError, evidence_zip
-from core.review.media import REFERENCE_BOX, marked_jpeg, png_bytes
+from core.review.media import REFERENCE_BOX, face_jpeg, marked_jpeg, png_bytes
 from core.review.queue import (
     SORTS,
     QueueFilter,
@@ -280,13 +280,15 @@ def create_review_app(svc: Services, dispatcher) -> FastAPI:
         return Response(png_bytes(svc.files.abs(rel)), media_type="image/png")
 
     @app.get("/references/{ref_id}.jpg")
-    def reference_image(ref_id: int) -> Response:
+    def reference_image(ref_id: int, face: bool = False) -> Response:
+        """The reference photo with its face box, or (``face=1``) its face alone."""
         with svc.db.session() as s:
             ref = s.get(ReferencePhoto, ref_id)
             path, box = (ref.path, list(ref.box)) if ref is not None else (None, None)
         if path is None:
             raise HTTPException(404)
-        jpeg = marked_jpeg(svc.files.abs(path), box, REFERENCE_BOX, side=640)
+        src = svc.files.abs(path)
+        jpeg = face_jpeg(src, box) if face else marked_jpeg(src, box, REFERENCE_BOX, side=1024)
         return Response(jpeg, media_type="image/jpeg")
 
     @app.get("/alerts/{alert_id}/evidence.zip")
