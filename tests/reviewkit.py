@@ -17,7 +17,7 @@ from core.settings import Settings
 from core.storage.models import Alert, Upload
 
 # Three of these raise alerts for Eileen Collins with the packaged detector (the three
-# swaps); the real photo and the stranger do not.
+# swaps); the real photo and the stranger do not. make_system adds a fourth alert.
 UPLOADS = (
     "fake_eileen_person3.png",
     "fake_eileen_group2.png",
@@ -43,12 +43,42 @@ def settings(data_dir: Path, **overrides) -> dict:
     return {**base, **overrides}
 
 
+XMP = (
+    '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/'
+    '22-rdf-syntax-ns#"><rdf:Description xmlns:Iptc4xmpExt="http://iptc.org/std/'
+    'Iptc4xmpExt/2008-02-29/" xmlns:xmp="http://ns.adobe.com/xap/1.0/" '
+    'xmp:CreatorTool="FaceFusion 3.1" Iptc4xmpExt:DigitalSourceType="http://cv.iptc.org/'
+    'newscodes/digitalsourcetype/compositeWithTrainedAlgorithmicMedia"/></rdf:RDF>'
+    "</x:xmpmeta>"
+)
+AI_DECLARED = "eileen_declared_ai.png"
+
+
+def declared_ai_copy(src: Path, dst: Path) -> Path:
+    """A copy of a fake (rescaled, PNG) whose metadata says how it was made, as honest
+    generators write it: XMP DigitalSourceType and CreatorTool, a PNG Software chunk."""
+    from PIL.PngImagePlugin import PngInfo
+
+    with Image.open(src) as im:
+        rgb = im.convert("RGB")
+    rgb = rgb.resize((round(rgb.width * 0.95), round(rgb.height * 0.95)), Image.BICUBIC)
+    info = PngInfo()
+    info.add_text("Software", "FaceFusion 3.1")
+    info.add_itxt("XML:com.adobe.xmp", XMP)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    rgb.save(dst, format="PNG", pnginfo=info)
+    return dst
+
+
 def make_system(data_dir: Path, demo_set: Path, **overrides) -> Services:
-    """Eileen Collins registered, the UPLOADS scanned: three alerts in her name."""
+    """Eileen Collins registered, the UPLOADS and a fake that declares itself AI-made
+    scanned: four alerts in her name."""
     svc = Services(Settings(**settings(data_dir, **overrides)))
     register_identity(svc, EILEEN, load_references(demo_set)[EILEEN])
-    summary = scan(svc, [demo_set / "uploads" / n for n in UPLOADS])
-    assert summary.done == len(UPLOADS), summary.as_dict()
+    files = [demo_set / "uploads" / n for n in UPLOADS]
+    files.append(declared_ai_copy(files[2], data_dir.parent / "made" / AI_DECLARED))
+    summary = scan(svc, files)
+    assert summary.done == len(files), summary.as_dict()
     return svc
 
 

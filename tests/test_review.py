@@ -34,6 +34,7 @@ from core.settings import Settings
 from core.storage.db import downgrade, upgrade
 from core.storage.models import Alert, Face, Identity, Match, Upload
 from tests.reviewkit import (
+    AI_DECLARED,
     API_KEY,
     EVIDENCE_SECRET,
     PASSWORD,
@@ -384,6 +385,9 @@ def test_queue_filters_orders_and_pages(system, client):
     assert client.get("/review/", params={"identity": "Nobody"}).text.count("data-row") == 0
     detail = client.get(f"/review/alerts/{wanted[0]}")
     assert "Why: the largest signals" in detail.text and "Provenance" in detail.text
+    ai = client.get(f"/review/alerts/{_ids(svc)[AI_DECLARED]}").text
+    assert "declares itself AI-made" in ai and "compositeWithTrainedAlgorithmicMedia" in ai
+    assert "FaceFusion 3.1" in ai and "Metadata names an AI generator" in ai
     assert "towards fake" in detail.text or "towards real" in detail.text
     for suffix in ("upload.jpg", "face.png"):
         r = client.get(f"/review/alerts/{wanted[0]}/{suffix}")
@@ -736,3 +740,25 @@ def test_migration_0005_keeps_alerts_and_notifications(tmp_path):
     with eng.begin() as c:
         assert c.execute(text("SELECT count(*) FROM notifications")).scalar() == 1
     eng.dispose()
+
+
+def test_erasure_drops_review_notes_and_sends_nothing_more(system):
+    """Last in this module: erases Eileen Collins from the shared system."""
+    from core.pipeline.erasure import open_erasure
+    from core.storage.models import Review
+
+    svc, _ = system
+    a = _ids(svc)["fake_eileen_person3.png"]
+    set_review(svc, a, ReviewState.new, "alice", "she called us about it")
+    set_review(svc, a, ReviewState.confirmed, "alice", "her manager confirmed")
+    job_id, *_ = open_erasure(svc, EILEEN)
+    InlineDispatcher(svc).erase(job_id)
+    with svc.db.session() as s:
+        row = s.get(Alert, a)
+        assert row.erased_at is not None and row.review_state == "confirmed"
+        assert row.review_note is None
+        assert all(r.note is None for r in s.scalars(select(Review).where(Review.alert_id == a)))
+    # A decision on an anonymised alert is recorded, and no event goes out in her name.
+    out = set_review(svc, a, ReviewState.dismissed, "alice")
+    out = set_review(svc, a, ReviewState.confirmed, "alice")
+    assert out.changed and out.notifications == []
