@@ -7,14 +7,14 @@ must sit between near-duplicates (re-encoded, rescaled, cropped, brightened or m
 copies of one photo) and other photos of the same person, or of fakes of that person:
 a dismissed real photo must never silence a new fake.
 
-On faces-dev (largest face per image, face backend dlib):
+On faces-dev (largest face per image, the face backend given, dlib by default):
 - same person, different real photos (pairs sharing an identity);
 - fake vs real photo of the claimed person;
 - 60 real photos (seeded) under 8 transformations each, cosine to the original.
 Prints one JSON object: the distributions and, per candidate cut, the share of each
 kind at or above it.
 
-    .venv/bin/python scripts/measure_same_face.py [--data ../shared/data/faces-dev]
+    .venv/bin/python scripts/measure_same_face.py [--data ../shared/data/faces-dev] [--backend dlib]
 """
 
 from __future__ import annotations
@@ -65,14 +65,16 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "faces-dev")
     ap.add_argument("--photos", type=int, default=60, help="real photos to transform")
+    ap.add_argument("--backend", default="dlib", help="face backend name (as in settings)")
     args = ap.parse_args()
     if not (args.data / "manifest.csv").exists():
         print(json.dumps({"skipped": f"{args.data} has no manifest.csv"}))
         return 0
     sys.path.insert(0, str(ROOT))
-    from core.faces.dlib_backend import DlibFaceBackend
+    from core.faces.registry import make_face_backend
+    from core.settings import Settings
 
-    backend = DlibFaceBackend()
+    backend = make_face_backend(args.backend, Settings().resolved_model_dir)
     backend.load()
 
     def embed(rgb: np.ndarray) -> np.ndarray | None:
@@ -112,7 +114,7 @@ def main() -> int:
                 dup[k].append(float(e @ e2))
     every = [c for v in dup.values() for c in v]
     out = {
-        "face_backend": "dlib",
+        "face_backend": backend.name,
         "faces": len(faces),
         "same_person_other_real_photo": stats(same_person),
         "fake_vs_real_photo_of_claimed_person": stats(fake_real),
