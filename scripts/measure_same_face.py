@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("jpeg90", "jpeg70", "jpeg50", "scale0.75", "scale0.5", "crop90", "bright", "mirror")
-CUTS = (0.97, 0.975, 0.98, 0.985, 0.99, 0.995)
+CUTS = (0.93, 0.95, 0.96, 0.97, 0.98, 0.985, 0.99, 0.995)
 
 
 def transform(rgb: np.ndarray, kind: str) -> np.ndarray:

@@ -246,7 +246,7 @@ def test_login_session_and_reviewers(system, client):
     )
     assert r.status_code == 303 and r.headers["location"] == "/review/"  # no open redirect
     cookie = r.headers["set-cookie"].lower()
-    assert "httponly" in cookie and "samesite=strict" in cookie
+    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/review" in cookie
     assert client.get("/review/").status_code == 200
 
     # A reviewer removed from the database is logged out at the next request.
@@ -637,6 +637,33 @@ def test_feedback_rows_label_reviews_and_group_by_person(system):
     with_wrong = feedback_rows(svc, ex, names, set(), wrong_person="real")
     assert len(with_wrong) == len(fb) + with_wrong.counts["wrong_person"]
     assert group_of("Eileen Collins", set()) == "id:Eileen Collins"
+
+
+def test_detector_train_with_feedback_adds_the_reviewed_alerts(system, demo_set, tmp_path):
+    from core.forensics.head import Head
+
+    svc, data = system
+    with svc.db.session() as s:
+        n = len(
+            s.scalars(
+                select(Alert.id).where(
+                    Alert.review_state.in_(["confirmed", "dismissed"]),
+                    Alert.identity_id.is_not(None),
+                )
+            ).all()
+        )
+    assert n >= 2
+    out = tmp_path / "head.json"
+    res = _cli(
+        data,
+        "detector", "train", str(demo_set / "manifest.csv"), "--out", str(out),
+        "--feedback", "--cv-folds", "0",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert f"feedback rows (reviewed alerts): {n}" in res.stdout
+    training = Head.load(out).training
+    assert training["n_extra_rows"] == n and training["n_query_pair_rows"] == 0
+    assert training["n"] == training["n_leave_one_out_rows"] + n
 
 
 def test_explanations_cover_every_feature_in_words():

@@ -142,19 +142,19 @@ def _add_alert(svc: Services, s, m: Match, face_id: int, upload_id: int, thresho
     )
     ident = s.get(Identity, m.identity_id)
     protected = ident is not None and ident.erasing_at is None
-    history = review_history(svc, s, face_id, m.identity_id) if already is None else []
-    if not alert_rule.raises_alert(
-        m.fake_score, threshold, protected, already is not None, history
-    ):
-        if history and alert_rule.raises_alert(m.fake_score, threshold, protected, False):
-            # Kept on the match so "why no alert?" has an answer.
-            m.parts = {**(m.parts or {}), "review_suppressed": 1.0}
-            log.info(
-                "face %s: no alert for identity %s (reviewed: %s)",
-                face_id,
-                m.identity_id,
-                ",".join(sorted(set(history))),
-            )
+    if not alert_rule.raises_alert(m.fake_score, threshold, protected, already is not None):
+        return 0
+    # Only a face that would alert pays for the look-up of its review history.
+    history = review_history(svc, s, face_id, m.identity_id)
+    if not alert_rule.raises_alert(m.fake_score, threshold, protected, False, history):
+        # Kept on the match so "why no alert?" has an answer.
+        m.parts = {**(m.parts or {}), "review_suppressed": 1.0}
+        log.info(
+            "face %s: no alert for identity %s (reviewed: %s)",
+            face_id,
+            m.identity_id,
+            ",".join(sorted(set(history))),
+        )
         return 0
     try:
         with s.begin_nested():  # a concurrent worker may insert the same alert

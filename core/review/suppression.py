@@ -4,11 +4,13 @@
 rescaled, cropped a little, brightened): a face whose embedding has cosine at least
 ``same_face_similarity`` with the reviewed face, in the same face backend. The default
 per backend is set between near-duplicates and other photos of the same person, so a
-dismissed real photo never silences a new fake of that person. Measured for dlib on
-faces-dev (``scripts/measure_same_face.py``; 277 faces, 478 near-duplicates of 60 real
-photos): at 0.99, 96.9% of near-duplicates count as the same face (mirrored copies are
-most of the misses), 3.1% of pairs of different real photos of one person (n=131) and
-0 of 140 (fake, real photo of the claimed person) pairs do.
+dismissed real photo never silences a new fake of that person. Measured on faces-dev
+(``scripts/measure_same_face.py``: 60 real photos x 8 copies; 131 pairs of different
+real photos of one person; 140 (fake, real photo of its victim) pairs):
+
+- dlib at 0.99: 96.9% of near-duplicates, 3.1% of other photos, 0 fakes;
+- MobileFaceNet at 0.95: 99.2% of near-duplicates, 3.1% of other photos, 0 fakes
+  (the closest fake to a real photo of its victim: 0.921).
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ from core.review.states import ReviewState
 from core.services import Services
 from core.storage.models import Alert, Face
 
-# ArcFace (insightface) is not measured here (no buffalo_l weights on this machine):
-# near-duplicates score above 0.9 in its own verification tooling's terms, different
-# photos of one person rarely above 0.8.
-SAME_FACE_SIMILARITY = {"dlib": 0.99, "insightface": 0.90}
+# ArcFace (insightface) is not measured (no buffalo_l weights on this machine): 0.90 is
+# a guess far above its same-person cut (0.40); measure it with
+# `scripts/measure_same_face.py --backend insightface` where the weights exist.
+SAME_FACE_SIMILARITY = {"dlib": 0.99, "mobilefacenet": 0.95, "insightface": 0.90}
 DEFAULT_SAME_FACE_SIMILARITY = 0.99
 
 

@@ -15,9 +15,7 @@ Routes (inside ``/review``): ``GET /`` the queue (``state``, ``identity``, ``sor
 from __future__ import annotations
 
 from core.settings import Settings
-from workers.api.review.pages import create_review_app
-
-REVIEW_PREFIX = "/review"
+from workers.api.review.pages import REVIEW_PREFIX, create_review_app
 
 __all__ = ["REVIEW_PREFIX", "create_review_app", "review_enabled"]
 

@@ -40,6 +40,7 @@ from workers.api.review.guard import CSRF_FIELD, ReviewGuard, csrf_token, new_to
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
+REVIEW_PREFIX = "/review"  # where the API app mounts the pages
 SESSION_COOKIE = "idwatch_review"
 # Login attempts: at most this many failures per (client, name) in the window.
 LOGIN_FAILURES_MAX = 5
@@ -87,8 +88,9 @@ def _short_time(iso: str | None) -> str:
         return iso[:16]
 
 
-def create_review_app(svc: Services, dispatcher) -> FastAPI:
-    """The review pages over ``svc``; review events go to ``dispatcher``'s notify stage."""
+def create_review_app(svc: Services, dispatcher, mount_path: str = REVIEW_PREFIX) -> FastAPI:
+    """The review pages over ``svc``, to be mounted at ``mount_path`` (the session
+    cookie is sent there only); review events go to ``dispatcher``'s notify stage."""
     settings = svc.settings
     secret = settings.review_secret.get_secret_value() if settings.review_secret else ""
     if not secret.strip():
@@ -106,6 +108,7 @@ def create_review_app(svc: Services, dispatcher) -> FastAPI:
         secret_key=secret,
         session_cookie=SESSION_COOKIE,
         max_age=settings.review_session_max_age_s,
+        path=mount_path,
         same_site="strict",
         https_only=settings.review_cookie_secure,
     )
