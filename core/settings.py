@@ -104,6 +104,24 @@ class Settings(BaseSettings):
     api_port: int = 8000
     api_max_request_bytes: int = 32 * 1024 * 1024
 
+    # Review pages (/review on the API app) and the review workflow (core/review).
+    # Users: "name:hash" entries separated by whitespace or ";" (argon2 hashes contain
+    # commas), hashes from `idwatch review user hash`; or users stored in the database
+    # by `idwatch review user add`. The secret signs the session cookie; without it the
+    # review pages are not served.
+    review_users: SecretStr | None = None
+    review_secret: SecretStr | None = None
+    review_session_max_age_s: int = 8 * 3600
+    review_cookie_secure: bool = False  # True behind HTTPS: the cookie is sent over TLS only
+    # Review states that send a `review` event through the notifiers (comma-separated).
+    review_notify_states: str = "confirmed"
+    # A face counts as "the same face" as a reviewed one (dismissed / wrong person: no
+    # alert again for that person) at this cosine or above; default per face backend
+    # (core/review/suppression.py, measured on faces-dev for dlib).
+    review_same_face_similarity: float | None = None
+    # Signs evidence manifests (HMAC-SHA256); `idwatch alerts export` needs it.
+    evidence_secret: SecretStr | None = None
+
     # Watched folder: a file is taken once its size and mtime have been stable this long.
     watch_settle_s: float = 2.0
     watch_poll_s: float = 1.0

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from core.review.actions import review_dict
 from core.services import Services
 from core.storage.models import Alert, Face, Identity, Upload
 
 
-def list_alerts(svc: Services, identity: str | None = None) -> list[dict]:
+def list_alerts(
+    svc: Services, identity: str | None = None, review_state: str | None = None
+) -> list[dict]:
+    """Alert rows, oldest first; ``review_state``: only alerts in that review state."""
     q = (
         select(Alert, Face, Upload)
         .join(Face, Alert.face_id == Face.id)
         .join(Upload, Alert.upload_id == Upload.id)
         .order_by(Alert.id)
     )
+    if review_state is not None:
+        q = q.where(Alert.review_state == review_state)
     with svc.db.session() as s:
         if identity is not None:
             ident = s.scalar(select(Identity).where(Identity.name == identity))
@@ -40,6 +46,7 @@ def list_alerts(svc: Services, identity: str | None = None) -> list[dict]:
                 "erased": a.erased_at is not None,
                 "notified": a.notified_at is not None,
                 "created_at": a.created_at.isoformat(),
+                "review": review_dict(a),
             }
             for a, f, u in s.execute(q)
         ]

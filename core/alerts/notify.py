@@ -1,7 +1,8 @@
 """Notifiers: tell someone that an impersonation was found.
 
-A notifier receives a small JSON-able ``AlertEvent`` (ids, names, scores, never
-pixels). ``log`` writes one structured line per alert; ``webhook`` POSTs it,
+A notifier receives a small JSON-able event (ids, names, scores, never pixels): an
+``AlertEvent`` (``"type": "alert"``) or a ``ReviewEvent`` (``"type": "review"``, a
+reviewer confirmed an alert). ``log`` writes one structured line per alert; ``webhook`` POSTs it,
 signed, to a receiver (``core.alerts.webhook``). Notifiers are chosen by name
 (``IDWATCH_NOTIFIER``) from ``NOTIFIERS``; the notify stage
 (``core.pipeline.delivery``) calls one notifier per (alert, notifier) row.
@@ -35,9 +36,49 @@ class AlertEvent:
     upload_name: str
     box: list[float]
     created_at: str
+    type: str = "alert"
+
+    @property
+    def key(self) -> str:
+        """Names this event across delivery attempts (the webhook-id before the notifier)."""
+        return f"alert-{self.alert_id}"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class ReviewEvent:
+    """A reviewer's decision on an alert (core.review), sent when it enters one of the
+    ``review_notify_states`` (default: confirmed, i.e. a fake to take down)."""
+
+    review_id: int
+    alert_id: int
+    upload_id: int
+    face_id: int
+    identity_id: int | None
+    identity_name: str | None
+    state: str
+    previous: str
+    reviewer: str
+    note: str | None
+    reviewed_at: str
+    similarity: float
+    fake_score: float
+    upload_name: str
+    box: list[float]
+    alert_created_at: str
+    type: str = "review"
+
+    @property
+    def key(self) -> str:
+        return f"review-{self.review_id}"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+Event = AlertEvent | ReviewEvent
 
 
 class DeliveryFailed(Exception):
@@ -74,16 +115,16 @@ class Notifier(ABC):
         return cls()
 
     @abstractmethod
-    def notify(self, event: AlertEvent) -> None:
-        """Deliver one alert; raise (``DeliveryFailed`` when the cause is known) on
-        failure so the notify stage can try again later."""
+    def notify(self, event: Event) -> None:
+        """Deliver one event (an alert, or a review of one); raise (``DeliveryFailed``
+        when the cause is known) on failure so the notify stage can try again later."""
 
 
 class LogNotifier(Notifier):
     name = "log"
 
-    def notify(self, event: AlertEvent) -> None:
-        log.warning("ALERT %s", event.to_json())
+    def notify(self, event: Event) -> None:
+        log.warning("%s %s", event.type.upper(), event.to_json())
 
 
 class MemoryNotifier(Notifier):
@@ -92,9 +133,9 @@ class MemoryNotifier(Notifier):
     name = "memory"
 
     def __init__(self) -> None:
-        self.events: list[AlertEvent] = []
+        self.events: list[Event] = []
 
-    def notify(self, event: AlertEvent) -> None:
+    def notify(self, event: Event) -> None:
         self.events.append(event)
 
 

@@ -8,9 +8,10 @@ Request
     (canonical JSON: sorted keys) and these headers:
 
     ``Content-Type``         ``application/json``
-    ``webhook-id``           ``alert-<alert_id>-webhook``: the same for every attempt of one
-                             (alert, notifier), so a receiver drops duplicates (delivery
-                             is at-least-once).
+    ``webhook-id``           ``alert-<alert_id>-webhook`` (``review-<review_id>-webhook``
+                             for a review event): the same for every attempt of one
+                             (event, notifier), so a receiver drops duplicates (delivery
+                             is at-least-once). The body's ``type`` says which it is.
     ``webhook-timestamp``    unix seconds when this attempt was signed.
     ``webhook-signature``    ``v1,<base64 HMAC-SHA256>`` over ``"<id>.<timestamp>.<body>"``
                              with the shared secret's key.
@@ -49,7 +50,7 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 from standardwebhooks import Webhook
 
-from core.alerts.notify import AlertEvent, AttemptCallback, DeliveryFailed, Notifier
+from core.alerts.notify import AttemptCallback, DeliveryFailed, Event, Notifier
 from core.settings import Settings
 
 log = logging.getLogger("idwatch.alerts.webhook")
@@ -141,9 +142,9 @@ class WebhookNotifier(Notifier):
     def __repr__(self) -> str:
         return f"WebhookNotifier(target={self.target!r}, max_attempts={self.max_attempts})"
 
-    def headers(self, event: AlertEvent, body: bytes, timestamp: int | None = None) -> dict:
+    def headers(self, event: Event, body: bytes, timestamp: int | None = None) -> dict:
         ts = int(time.time()) if timestamp is None else timestamp
-        msg_id = message_id(event.alert_id, self.name)
+        msg_id = f"{event.key}-{self.name}"  # alerts: message_id(alert_id, name)
         return {
             "Content-Type": "application/json",
             "User-Agent": "idwatch-webhook/2",
@@ -154,7 +155,7 @@ class WebhookNotifier(Notifier):
             ),
         }
 
-    def notify(self, event: AlertEvent) -> None:
+    def notify(self, event: Event) -> None:
         body = event.to_json().encode("utf-8")
         status: int | None = None
         error: str | None = None

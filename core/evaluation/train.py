@@ -11,7 +11,7 @@ on unseen people is stored in the file's ``training.metrics``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,9 @@ from core.forensics import features as F
 from core.forensics.head import Head, train_head
 
 DEFAULT_GROUPS = ("face", "image", "ref")
+
+# names -> (X, y, groups, methods): training rows from outside the manifest.
+ExtraRows = Callable[[list[str]], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
 
 
 def select_names(all_names: Sequence[str], groups: Sequence[str]) -> list[str]:
@@ -148,6 +151,7 @@ def train_detector(
     query_pairs: bool = False,
     match_threshold: float | None = None,
     query_pair_ratio: float | None = None,
+    extra_rows: ExtraRows | None = None,
 ) -> Head:
     """Fit and save a head for ``extractor`` on ``manifest``; returns it.
 
@@ -155,7 +159,9 @@ def train_detector(
     claims of look-alikes) to the leave-one-out rows, so the head is trained on what
     the ranking of ``idwatch eval`` (and the system, early after registration) sees;
     ``query_pair_ratio`` caps them at that multiple of the leave-one-out rows (a seeded
-    random subset), None keeps all."""
+    random subset), None keeps all. ``extra_rows(names)`` returns more training rows
+    (X, y, groups, methods), e.g. reviewed alerts (core.review.feedback); like the
+    query pairs they are trained on but not in the reported CV metrics."""
     rows = read_manifest(manifest)
     ds = DatasetFeatures(rows, backend, cache_dir)
     ds.detect_all(progress)
@@ -171,6 +177,13 @@ def train_detector(
             Xp, yp, gp, mp = Xp[pick], yp[pick], gp[pick], mp[pick]
         X, y = np.vstack([X, Xp]), np.concatenate([y, yp])
         grp, methods = np.concatenate([grp, gp]), np.concatenate([methods, mp])
+    n_extra = 0
+    if extra_rows is not None:
+        Xe, ye, ge, me = extra_rows(names)
+        n_extra = len(ye)
+        if n_extra:
+            X, y = np.vstack([X, Xe]), np.concatenate([y, ye])
+            grp, methods = np.concatenate([grp, ge]), np.concatenate([methods, me])
     if len(set(y.tolist())) < 2:
         raise ValueError("training needs real and fake images with a detected face")
     cv = (
@@ -203,7 +216,8 @@ def train_detector(
             "manifest": str(Path(manifest).resolve()),
             "n": int(len(y)),
             "n_leave_one_out_rows": int(n_loo),
-            "n_query_pair_rows": int(len(y) - n_loo),
+            "n_query_pair_rows": int(len(y) - n_loo - n_extra),
+            "n_extra_rows": int(n_extra),
             "n_fake": int(y.sum()),
             "n_without_face": int(len(rows) - len(keep)),
             "n_identity_groups": n_groups,

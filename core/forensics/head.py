@@ -152,6 +152,13 @@ class Head:
             out[grp] = out.get(grp, 0.0) + float(v)
         return out
 
+    def feature_contributions(self, x: np.ndarray, top: int | None = None) -> dict[str, float]:
+        """Per-feature share of one row's logit (weight x standardised value; positive
+        pushes towards fake), the ``top`` largest in absolute value (None: all)."""
+        z = self.standardise(x)[0] * self.weights
+        order = np.argsort(-np.abs(z))[: top if top is not None else len(z)]
+        return {self.feature_names[i]: float(z[i]) for i in order if z[i] != 0.0}
+
     def vector(self, features: dict[str, float]) -> np.ndarray:
         missing = [n for n in self.feature_names if n not in features]
         if missing:

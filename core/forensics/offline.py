@@ -59,6 +59,7 @@ def head_identity(head: Head) -> str:
 
 
 _REF_CACHE_SIZE = 256
+TOP_CONTRIBUTIONS = 8  # per-feature logit shares kept with each verdict
 
 
 # Larger uploads are analysed in a window of this side around the face: the features
@@ -181,6 +182,9 @@ class OfflineDetector(ForgeryDetector):
         threshold = float(self.head.thresholds(x)[0])
         parts = {f"logit.{g}": round(v, 4) for g, v in self.head.contributions(x).items()}
         parts["logit.bias"] = round(float(self.head.bias), 4)
+        # The features that moved this score most, for reviewers (core/review/explain.py).
+        for name, v in self.head.feature_contributions(x, top=TOP_CONTRIBUTIONS).items():
+            parts[f"contrib.{name}"] = round(v, 4)
         parts["references"] = float(len(inp.references))
         parts["threshold"] = round(threshold, 4)
         if inp.references:

@@ -2,7 +2,8 @@
 
 An alert is created with one ``Notification`` row per configured notifier (pending).
 The notify stage takes one such row: it claims it (so two workers never send it at the
-same moment), builds the small JSON event and hands it to the notifier. Delivered: the
+same moment), builds the small JSON event (the alert, or a review decision on it,
+``core.review.events``) and hands it to the notifier. Delivered: the
 row is marked and, once every notifier took the alert, so is the alert
 (``notified_at``). A receiver that is away: the row stays pending with the error and
 the stage raises, so the dispatcher tries again later (Celery's backoff on the notify
@@ -19,6 +20,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from core.alerts.notify import AlertEvent, DeliveryFailed, notifier_names
+from core.review.events import review_event
 from core.services import Services
 from core.storage.models import Alert, Face, Notification, NotificationStatus, Upload
 
@@ -27,11 +29,14 @@ log = logging.getLogger(__name__)
 # A claim older than this belongs to a worker that died while delivering.
 CLAIM_LEASE = timedelta(minutes=10)
 
+ALERT = "alert"  # Notification.event of the alert itself; reviews: core.review.events
 
-def open_notifications(s: Session, svc: Services, alert_id: int) -> None:
-    """One pending row per configured notifier, in the transaction that adds the alert."""
+
+def open_notifications(s: Session, svc: Services, alert_id: int, event: str = ALERT) -> None:
+    """One pending row per configured notifier, in the transaction that adds the alert
+    (or, for ``event="review:<id>"``, the review decision)."""
     for name in notifier_names(svc.settings):
-        s.add(Notification(alert_id=alert_id, notifier=name, attempts=0))
+        s.add(Notification(alert_id=alert_id, notifier=name, attempts=0, event=event))
 
 
 def pending(svc: Services, *where) -> list[int]:
@@ -102,7 +107,7 @@ def deliver(svc: Services, notification_id: int) -> list[int]:
         return []  # done already, refused for good, or another worker is sending it
     with svc.db.session() as s:
         n = s.get(Notification, notification_id)
-        event = _event(s, n.alert_id)
+        event = _event(s, n.alert_id) if n.event == ALERT else review_event(s, n)
         name = n.notifier
     if event is None:
         _finish(svc, notification_id, NotificationStatus.failed, "alert erased before delivery")
@@ -135,6 +140,7 @@ def _finish(svc: Services, notification_id: int, status: str, error: str | None)
             undelivered = s.scalar(
                 select(Notification.id).where(
                     Notification.alert_id == n.alert_id,
+                    Notification.event == ALERT,
                     Notification.status != NotificationStatus.delivered,
                 )
             )

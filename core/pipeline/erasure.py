@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 
 from core.pipeline import jobs
 from core.services import Services
-from core.storage.models import Alert, Identity, ReferencePhoto
+from core.storage.models import Alert, Identity, ReferencePhoto, Review
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,13 @@ def run_erasure(svc: Services, job_id: int) -> list[int]:
         if svc.files.abs(f"references/{identity_id}").exists():
             raise RuntimeError(f"reference files of identity {identity_id} still present")
         with svc.db.session() as s:
+            s.execute(
+                update(Review)
+                .where(
+                    Review.alert_id.in_(select(Alert.id).where(Alert.identity_id == identity_id))
+                )
+                .values(note=None)
+            )
             n_alerts = s.execute(
                 update(Alert)
                 .where(Alert.identity_id == identity_id)
@@ -78,6 +85,7 @@ def run_erasure(svc: Services, job_id: int) -> list[int]:
                     identity_name=None,
                     reference_id=None,
                     parts=None,
+                    review_note=None,  # a reviewer's note may name or describe the person
                     erased_at=datetime.now(UTC),
                 )
             ).rowcount

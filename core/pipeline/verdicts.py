@@ -2,7 +2,9 @@
 
 ``score_matches`` is shared by the classify stage (new uploads) and by backfill (a
 newly registered identity found in earlier uploads). Scoring a match twice is harmless:
-the match row is updated, and the alert is unique per (face, identity). Each alert is
+the match row is updated, and the alert is unique per (face, identity). A face that a
+reviewer dismissed (or said is not this person), or a copy of it, raises no alert for
+that person again (the review history goes to the alert rule). Each alert is
 created with its notifications (one per notifier), which the notify stage delivers.
 """
 
@@ -21,6 +23,7 @@ from core.forensics.base import ForensicInput, ReferenceView
 from core.pipeline import alert_rule, delivery
 from core.pipeline.detection import face_from_row
 from core.pipeline.status import load_upload
+from core.review.suppression import review_history
 from core.services import Services
 from core.storage.models import (
     Alert,
@@ -140,6 +143,18 @@ def _add_alert(svc: Services, s, m: Match, face_id: int, upload_id: int, thresho
     ident = s.get(Identity, m.identity_id)
     protected = ident is not None and ident.erasing_at is None
     if not alert_rule.raises_alert(m.fake_score, threshold, protected, already is not None):
+        return 0
+    # Only a face that would alert pays for the look-up of its review history.
+    history = review_history(svc, s, face_id, m.identity_id)
+    if not alert_rule.raises_alert(m.fake_score, threshold, protected, False, history):
+        # Kept on the match so "why no alert?" has an answer.
+        m.parts = {**(m.parts or {}), "review_suppressed": 1.0}
+        log.info(
+            "face %s: no alert for identity %s (reviewed: %s)",
+            face_id,
+            m.identity_id,
+            ",".join(sorted(set(history))),
+        )
         return 0
     try:
         with s.begin_nested():  # a concurrent worker may insert the same alert

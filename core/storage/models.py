@@ -1,5 +1,5 @@
 """SQLAlchemy 2 models: identities, reference photos, uploads, faces, matches, alerts,
-notifications, jobs.
+reviews, review users, notifications, jobs.
 
 The schema itself is created by the Alembic migrations in ``migrations/``;
 these classes must stay in step with them (a test compares the two).
@@ -164,6 +164,40 @@ class Alert(Base):
     # Set once every notifier has taken it (see ``Notification``).
     notified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The latest review (core.review): new, confirmed, dismissed or wrong_person; each
+    # change is also kept in ``reviews``.
+    review_state: Mapped[str] = mapped_column(
+        String(20), default="new", server_default="new", index=True
+    )
+    reviewed_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    review_note: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class Review(Base):
+    """One review decision on an alert (the history; the alert holds the latest)."""
+
+    __tablename__ = "reviews"
+    __table_args__ = NO_ID_REUSE
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id", ondelete="CASCADE"), index=True)
+    state: Mapped[str] = mapped_column(String(20))
+    previous: Mapped[str] = mapped_column(String(20))
+    reviewer: Mapped[str] = mapped_column(String(200))
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ReviewUser(Base):
+    """A reviewer of the web pages, added by ``idwatch review user add`` (never the
+    password: its argon2 hash)."""
+
+    __tablename__ = "review_users"
+    __table_args__ = NO_ID_REUSE
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    password_hash: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class NotificationStatus(enum.StrEnum):
@@ -177,18 +211,23 @@ class NotificationStatus(enum.StrEnum):
 class Notification(Base):
     """One alert for one notifier: the unit the notify stage delivers, exactly once.
 
-    Created with the alert (one per configured notifier). The unique (alert, notifier)
-    pair keeps a redelivered classify or notify task from sending anything twice;
-    ``claimed_at`` keeps two workers from sending it at the same moment."""
+    Created with the alert (one per configured notifier). The unique (alert, notifier,
+    event) triple keeps a redelivered classify or notify task from sending anything
+    twice; ``claimed_at`` keeps two workers from sending it at the same moment.
+    ``event`` is ``alert`` (the alert itself) or ``review:<review id>`` (a review
+    decision on it, core.review)."""
 
     __tablename__ = "notifications"
     __table_args__ = (
-        UniqueConstraint("alert_id", "notifier", name="uq_notification_alert_notifier"),
+        UniqueConstraint(
+            "alert_id", "notifier", "event", name="uq_notification_alert_notifier_event"
+        ),
         NO_ID_REUSE,
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id", ondelete="CASCADE"), index=True)
     notifier: Mapped[str] = mapped_column(String(40))
+    event: Mapped[str] = mapped_column(String(40), default="alert", server_default="alert")
     status: Mapped[str] = mapped_column(String(20), default=NotificationStatus.pending, index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # delivery runs
     error: Mapped[str | None] = mapped_column(Text, nullable=True)

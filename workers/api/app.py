@@ -9,6 +9,8 @@ uvicorn (``idwatch api``). Endpoints (all but ``/healthz`` and the docs need the
 - ``GET /uploads/{id}`` -> status, reason, face count, times and the upload's alerts
 - ``GET /alerts?identity=&limit=&offset=`` -> alert rows (``X-Total-Count`` header)
 - ``GET /healthz`` -> ``{"ok": true}`` after a trivial database query
+- ``/review``: the review pages for people (workers/api/review; their own login, not
+  API keys), when ``IDWATCH_REVIEW_SECRET`` is set
 
 Limits: the whole request body is capped at ``api_max_request_bytes`` by FastAPI's
 own body limit (Content-Length is checked before anything is read, and the bytes are
@@ -47,6 +49,7 @@ from core.storage.models import Alert, Upload, UploadStatus
 from workers.api.auth import KeyChecker, RequireKeyMiddleware, require_key
 from workers.api.labels import REFERENCE_MAX, upload_label
 from workers.api.models import ERRORS, AlertOut, ErrorOut, Health, UploadAccepted, UploadOut
+from workers.api.review import REVIEW_PREFIX, create_review_app, review_enabled
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +116,14 @@ def create_app(
         )
         if p
     )
-    app.add_middleware(RequireKeyMiddleware, checker=checker, open_paths=open_paths)
+    # The review pages (/review) log reviewers in themselves (workers/api/review).
+    review_on = review_enabled(settings)
+    app.add_middleware(
+        RequireKeyMiddleware,
+        checker=checker,
+        open_paths=open_paths,
+        open_prefixes=(REVIEW_PREFIX,) if review_on else (),
+    )
 
     app.state.key_checker = checker
     auth = [Depends(require_key)]
@@ -225,6 +235,8 @@ def create_app(
             return JSONResponse({"ok": False}, status_code=503)
         return Health(ok=True)
 
+    if review_on:
+        app.mount(REVIEW_PREFIX, create_review_app(svc, dispatcher))
     return app
 
 

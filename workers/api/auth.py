@@ -51,10 +51,18 @@ class RequireKeyMiddleware:
     upload. This check runs first; the route dependency repeats it (and declares the
     scheme in the OpenAPI schema)."""
 
-    def __init__(self, app: ASGIApp, checker: KeyChecker, open_paths: frozenset[str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        checker: KeyChecker,
+        open_paths: frozenset[str],
+        open_prefixes: tuple[str, ...] = (),
+    ) -> None:
         self.app = app
         self.checker = checker
         self.open_paths = open_paths
+        # Sub-applications with their own login (the review pages) under these paths.
+        self.open_prefixes = open_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not self._is_open(scope):
@@ -71,7 +79,9 @@ class RequireKeyMiddleware:
         root = scope.get("root_path", "")
         if root and path.startswith(root):
             path = path[len(root) :]
-        return path in self.open_paths
+        return path in self.open_paths or any(
+            path == p or path.startswith(p + "/") for p in self.open_prefixes
+        )
 
 
 API_KEY_SCHEME = APIKeyHeader(

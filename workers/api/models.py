@@ -22,6 +22,13 @@ class UploadAccepted(BaseModel):
     duplicate: bool = Field(description="The same bytes were submitted before; same upload_id.")
 
 
+class ReviewOut(BaseModel):
+    state: str = Field(description="new, confirmed, dismissed or wrong_person.")
+    by: str | None = Field(description="The reviewer.")
+    at: UtcDatetime | None
+    note: str | None
+
+
 class AlertOut(BaseModel):
     id: int
     upload_id: int
@@ -39,6 +46,7 @@ class AlertOut(BaseModel):
     erased: bool
     notified: bool
     created_at: UtcDatetime
+    review: ReviewOut
 
 
 class UploadOut(BaseModel):

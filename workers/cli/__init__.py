@@ -2,9 +2,10 @@
 
 Thin: every command calls a ``core`` function and prints its result, as a rich table
 or, with ``--json``, as JSON on stdout. One module per command group:
-``identity`` (protected people), ``scanning`` (scan, alerts, report, status, purge,
-demo), ``stack`` (up, down, worker, flower, api, watch, sweep, migrate), ``eval``
-(eval, detector).
+``identity`` (protected people), ``scanning`` (scan, report, status, purge, demo),
+``alerts`` (list, review, export, verify), ``review`` (reviewers of the web pages),
+``stack`` (up, down, worker, flower, api, watch, sweep, migrate), ``eval`` (eval,
+detector).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from typing import Annotated
 
 import typer
 
+from workers.cli.alerts import alerts_app
 from workers.cli.eval import detector_app, eval_cmd
 from workers.cli.identity import identity_app
+from workers.cli.review import review_app
 from workers.cli.scanning import scan_app
 from workers.cli.stack import stack_app
 
@@ -47,6 +50,8 @@ def main(
 
 app.add_typer(identity_app, name="identity")
 app.add_typer(scan_app)
+app.add_typer(alerts_app, name="alerts")
+app.add_typer(review_app, name="review")
 app.add_typer(stack_app)
 app.command("eval")(eval_cmd)
 app.add_typer(detector_app, name="detector")

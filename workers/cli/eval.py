@@ -238,6 +238,16 @@ def train_cmd(
     ] = None,
     cache: Annotated[Path | None, typer.Option(help="Feature cache folder.")] = None,
     allow_random_backbone: Annotated[bool, typer.Option(hidden=True)] = False,
+    feedback: Annotated[
+        bool,
+        typer.Option(
+            help="Also train on reviewed alerts of this data dir (confirmed = fake, "
+            "dismissed = real; grouped by person)."
+        ),
+    ] = False,
+    feedback_wrong_person: Annotated[
+        str, typer.Option(help="wrong_person reviews: exclude | real (look-alike).")
+    ] = "exclude",
 ) -> None:
     """Fit the stage-2 head on MANIFEST and write a versioned head file."""
     from core.evaluation.dataset_features import OfflineExtractor
@@ -278,7 +288,10 @@ def train_cmd(
             match_threshold=_settings().match_threshold,
             cache_dir=cache or settings.data_dir / "eval-cache",
             progress=lambda d, n, _w: prog.update(task, completed=d, total=n),
+            extra_rows=_feedback(manifest, ex, feedback_wrong_person) if feedback else None,
         )
+    if feedback:
+        out.print(f"feedback rows (reviewed alerts): {head.training['n_extra_rows']}")
     cv = next(iter(head.training["metrics"].values()))
     out.print(
         f"wrote {out_path}: {head.detector}, {len(head.feature_names)} features, "
@@ -289,6 +302,29 @@ def train_cmd(
             "identity-grouped CV: "
             + ", ".join(f"{k}={_f(cv[k])}" for k in ("real_acc", "fake_acc", "avg_acc", "auc"))
         )
+
+
+def _feedback(manifest: Path, ex, wrong_person: str):
+    """``extra_rows`` for train_detector: the reviewed alerts of the configured system
+    (core.review.feedback), grouped by person as the manifest spells them."""
+    from core.evaluation.dataset_features import read_manifest
+    from core.review.feedback import feedback_rows
+    from core.services import Services
+
+    if wrong_person not in ("exclude", "real"):
+        raise typer.BadParameter("--feedback-wrong-person must be exclude or real")
+    people = {n for r in read_manifest(manifest) for n in r.identities}
+
+    def rows(names: list[str]):
+        svc = Services(_settings())
+        try:
+            fb = feedback_rows(svc, ex, names, people, wrong_person)
+        finally:
+            svc.close()
+        console.print(f"feedback: {fb.counts}")
+        return fb.X, fb.y, fb.groups, fb.methods
+
+    return rows
 
 
 @detector_app.command("split")

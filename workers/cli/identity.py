@@ -97,11 +97,14 @@ def identity_list(as_json: JsonOpt = False) -> None:
 def identity_show(name: str, as_json: JsonOpt = False) -> None:
     """Show one identity with its reference photos."""
     from core.pipeline.identities import show_identity
+    from core.review.thresholds import suggest
 
-    info = show_identity(services(), name)
+    svc = services()
+    info = show_identity(svc, name)
     if info is None:
         console.print(f"[red]no identity named {name!r}[/red]")
         raise typer.Exit(1)
+    info["review_thresholds"] = suggest(svc, info["id"])
     if as_json:
         print_json(info)
     else:
@@ -117,6 +120,34 @@ def identity_show(name: str, as_json: JsonOpt = False) -> None:
 
         for line in coverage_lines(info["coverage"]):
             out.print(line)
+        print_suggestion(info["review_thresholds"])
+
+
+def print_suggestion(sug: dict) -> None:
+    """The per-person thresholds suggested from reviews (core/review/thresholds.py)."""
+    out.print(
+        f"reviews: {sug['reviews']} ({sug['confirmed']} confirmed, {sug['dismissed']} "
+        f"dismissed, {sug['wrong_person']} wrong person)"
+    )
+    fake = sug["fake_threshold"]
+    if fake is None:
+        out.print(f"threshold suggestion: {sug['status']}")
+        return
+    out.print(
+        f"suggested fake-score threshold for this person: {fake['suggested']:.4f} "
+        f"({fake['change']}; now {fake['current']:.4f}): over the reviewed alerts it "
+        f"avoids {fake['dismissed_avoided']} dismissed and loses {fake['confirmed_lost']} "
+        "confirmed"
+    )
+    match = sug["match_threshold"]
+    if match is not None:
+        out.print(
+            f"suggested match threshold for this person: {match['suggested']:.4f} "
+            f"({match['change']}; now {match['current']:.4f}): avoids "
+            f"{match['wrong_person_avoided']} wrong-person, loses {match['own_faces_lost']} "
+            "of their own faces"
+        )
+    out.print(f"[dim]rule: {sug['rule']}[/dim]")
 
 
 @identity_app.command("remove")

@@ -1,4 +1,4 @@
-"""``idwatch scan|alerts|report|status|purge|demo``: uploads in, alerts out."""
+"""``idwatch scan|report|status|purge|demo``: uploads in, alerts out (``alerts``: alerts.py)."""
 
 from __future__ import annotations
 
@@ -86,23 +86,6 @@ def scan_cmd(
     else:
         print_summary(summary)
     raise typer.Exit(1 if summary.failed or summary.pending or summary.not_submitted else 0)
-
-
-@scan_app.command("alerts")
-def alerts_cmd(
-    identity: Annotated[str | None, typer.Option(help="Only this identity.")] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """List alerts: upload, face box, identity, similarity, fake score, decision, time."""
-    from core.alerts.listing import list_alerts
-
-    rows = list_alerts(services(), identity)
-    if as_json:
-        print_json(rows)
-        return
-    for r in rows:
-        r["upload"] = Path(r["upload"]).name
-    out.print(table(f"Alerts ({len(rows)})", rows, ALERT_COLUMNS))
 
 
 @scan_app.command("report")
