@@ -80,6 +80,19 @@ PHRASES: dict[str, str] = {
     "ref.absz_lab_b": "how unusual the skin yellowness is for this person",
     "ref.geom_dist": "face proportions compared with the references",
     "ref.geom_jaw": "jaw shape compared with the references",
+    # identity-space evidence of the ArcFace-class embedder (issue 8)
+    "ref.id_sim_min": "likeness to the least similar reference photo",
+    "ref.id_gap_refs": "likeness to the person compared with how well her own photos match",
+    "ref.id_below_refs": "share of references it matches worse than her photos match each other",
+    "ref.inner_gap_refs": "inner-face likeness compared with how her own inner faces match",
+    "ref.ctx_sim_max": "likeness of the face with hair, ears and neck to the references",
+    "ref.ctx_sim_mean": "likeness of the face with its surroundings to the references on average",
+    "ref.ctx_gap": "face with surroundings more or less like her than the face alone",
+    "ref.ctx_gap_refs": "face-with-surroundings likeness compared with her own photos",
+    "id.inner_outer": "inner face and the head around it look like the same person",
+    "id.inner_whole": "inner face and whole face look like the same person",
+    "id.outer_whole": "head around the face and whole face look like the same person",
+    "id.context_whole": "wider view (hair, ears, neck) and face look like the same person",
 }
 
 GROUP_PHRASES = {
