@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from core.names import name_key
 from core.services import Services
 from core.storage.models import Alert, Face, Identity, Upload
 
@@ -17,7 +18,7 @@ def list_alerts(svc: Services, identity: str | None = None) -> list[dict]:
     )
     with svc.db.session() as s:
         if identity is not None:
-            ident = s.scalar(select(Identity).where(Identity.name == identity))
+            ident = s.scalar(select(Identity).where(Identity.name_key == name_key(identity)))
             if ident is None:
                 return []
             q = q.where(Alert.identity_id == ident.id)

@@ -105,6 +105,7 @@ NOTIFIERS: Registry[Notifier] = Registry(
         "memory": "core.alerts.notify:MemoryNotifier",
         "webhook": "core.alerts.webhook:WebhookNotifier",
     },
+    setting="IDWATCH_NOTIFIER",
 )
 
 
