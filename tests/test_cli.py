@@ -68,7 +68,7 @@ def test_identity_scan_alerts_report_remove(tmp_path, demo_set):
     removed = _json(_run(data, "identity", "remove", "Eileen Collins", "--yes", "--json"))
     assert removed["references_removed"] == 1 and removed["alerts_anonymised"] == len(alerts)
     assert _json(_run(data, "identity", "list", "--json")) == []
-    _run(data, "identity", "show", "Eileen Collins", code=1)
+    _run(data, "identity", "show", "Eileen Collins", code=2)  # unknown name: a usage error
 
 
 def test_scan_missing_path_is_a_clear_error(tmp_path):

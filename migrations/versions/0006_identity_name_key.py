@@ -62,7 +62,7 @@ def _keys() -> dict[int, str]:
     clashes = {k: v for k, v in by_key.items() if len(v) > 1}
     if clashes:
         lines = "; ".join(
-            " and ".join(f"{n!r} (id {i})" for i, n in v) + f" are all {k!r}"
+            " and ".join(f"{n!r} (id {i})" for i, n in v) + f" match as {k!r}"
             for k, v in clashes.items()
         )
         raise NameCollision(

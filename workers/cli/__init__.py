@@ -45,8 +45,7 @@ def main(
 ) -> None:
     if data_dir is not None:
         os.environ["IDWATCH_DATA_DIR"] = str(data_dir)
-    if debug:
-        os.environ["IDWATCH_DEBUG"] = "1"
+    # --debug is read by the root group's error handler (workers/cli/errors.py).
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

@@ -12,7 +12,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-console = Console(stderr=True)
+# Messages on stderr are never wrapped: one message, one line (grep-able, as in logs).
+console = Console(stderr=True, soft_wrap=True)
 # Tables stay readable when piped (rich would otherwise assume 80 columns).
 out = Console(width=None if sys.stdout.isatty() else 160)
 
@@ -109,7 +110,9 @@ def _plain(v) -> str:
     if isinstance(v, str) and len(v) > 19 and v[4:5] == "-" and v[10:11] == "T":
         return v[:19].replace("T", " ")  # ISO time to the second
     if isinstance(v, float):
-        return f"{v:.3f}"
+        from core.alerts.scores import score_text
+
+        return score_text(v)  # 3 decimals; more near 0 or 1, never a rounded 1.000
     if isinstance(v, list):
         return ",".join(f"{x:.0f}" if isinstance(x, float) else str(x) for x in v)
     return "" if v is None else str(v)

@@ -101,7 +101,8 @@ def explain(exc: BaseException) -> str | None:  # noqa: PLR0911 - one branch per
         )
     if "pymilvus.exceptions.MilvusException" in names:
         uri = settings.resolved_milvus_uri if settings else "?"
-        return f"vector store {uri}: {_first_line(exc)} (check IDWATCH_MILVUS_URI)"
+        why = getattr(exc, "message", None) or _first_line(exc)
+        return f"vector store {uri}: {why} (check IDWATCH_MILVUS_URI)"
     if names & {"kombu.exceptions.OperationalError", "redis.exceptions.ConnectionError"}:
         broker = redact_url(settings.broker_url) if settings else "?"
         return f"cannot reach the broker {broker}: {_first_line(exc)} (check IDWATCH_BROKER_URL)"
@@ -144,7 +145,7 @@ class IdwatchGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except Exception as exc:
-            if debug_enabled() or not _is_error(exc):
+            if ctx.params.get("debug") or debug_enabled() or not _is_error(exc):
                 raise
             msg = explain(exc)
             if msg is None:

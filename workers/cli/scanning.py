@@ -268,18 +268,23 @@ DEMO_MARKER = ".idwatch-demo"  # in folders the demo made: the next demo may wip
 DEMO_WORKDIR_ENTRIES = {"data", "demo-set", "report.html", DEMO_MARKER}
 
 
-def _fresh_demo_dir(path: Path, what: str, legacy: set[str] | None = None) -> None:
-    """Empty ``path`` for the demo. Only a folder an earlier demo made (its marker, or
-    only what an older demo left) or an empty one is wiped; anything else is refused."""
+def _check_demo_dir(path: Path, what: str, legacy: set[str] | None = None) -> None:
+    """The demo wipes ``path``: only a folder an earlier demo made (its marker, or only
+    what an older demo left) or an empty one may be; anything else is refused."""
+    if not path.exists():
+        return
+    entries = {p.name for p in path.iterdir()} if path.is_dir() else {"?"}
+    ours = DEMO_MARKER in entries or (legacy is not None and entries <= legacy)
+    if entries and not ours:
+        console.print(
+            f"[red]{escape(str(path.absolute()))} is not empty and was not made by "
+            f"`idwatch demo`, which wipes its {what}; choose another {what}[/red]"
+        )
+        raise typer.Exit(2)
+
+
+def _fresh_demo_dir(path: Path) -> None:
     if path.exists():
-        entries = {p.name for p in path.iterdir()} if path.is_dir() else {"?"}
-        ours = DEMO_MARKER in entries or (legacy is not None and entries <= legacy)
-        if entries and not ours:
-            console.print(
-                f"[red]{escape(str(path.absolute()))} is not empty and was not made by "
-                f"`idwatch demo`, which wipes its {what}; choose another {what}[/red]"
-            )
-            raise typer.Exit(2)
         shutil.rmtree(path)
     path.mkdir(parents=True)
     (path / DEMO_MARKER).write_text("made by `idwatch demo`; the next demo wipes it\n")
@@ -311,10 +316,13 @@ def demo_cmd(
         console.print(f"[red]{dataset} has no manifest.csv[/red]")
         raise typer.Exit(2)
     own_data = os.environ.get("IDWATCH_DATA_DIR")
-    _fresh_demo_dir(workdir, "work folder (--workdir)", DEMO_WORKDIR_ENTRIES)
     data_dir = Path(own_data) if own_data else workdir / "data"
+    _check_demo_dir(workdir, "work folder (--workdir)", DEMO_WORKDIR_ENTRIES)
     if own_data:
-        _fresh_demo_dir(data_dir, "data dir (IDWATCH_DATA_DIR / --data-dir)")
+        _check_demo_dir(data_dir, "data dir (IDWATCH_DATA_DIR / --data-dir)")
+    _fresh_demo_dir(workdir)
+    if own_data:
+        _fresh_demo_dir(data_dir)
     svc = services(data_dir=data_dir)
     loading_models(svc)
     with progress() as prog:

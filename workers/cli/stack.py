@@ -20,10 +20,13 @@ def migrate_cmd() -> None:
     """Create or upgrade the database schema (Alembic upgrade head)."""
     from core.settings import Settings
     from core.storage.db import upgrade
+    from core.store import redact_url
 
-    url = Settings().resolved_database_url
-    upgrade(url)
-    out.print("database schema is at head")
+    settings = Settings()
+    if settings.database_url is None:
+        settings.ensure_dirs()  # the embedded database file lives in the data dir
+    upgrade(settings.resolved_database_url)
+    out.print(f"database schema is at head ({redact_url(settings.resolved_database_url)})")
 
 
 def _all_queues() -> str:
