@@ -51,7 +51,8 @@ def test_identity_scan_alerts_report_remove(tmp_path, demo_set):
     for a in alerts:
         assert a["identity"] == "Eileen Collins" and a["decision"] == "fake"
         assert set(a) >= {"upload", "box", "similarity", "fake_score", "created_at"}
-    assert _json(_run(data, "alerts", "--identity", "Tom Hanks", "--json")) == []
+    res = _run(data, "alerts", "--identity", "Tom Hanks", "--json", code=2)  # nobody by that name
+    assert "no identity named 'Tom Hanks'; known: 'Eileen Collins'" in res.output
     table = _run(data, "alerts").stdout
     assert f"Alerts ({len(alerts)})" in table
 

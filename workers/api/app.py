@@ -5,7 +5,8 @@ uvicorn (``idwatch api``). Endpoints (all but ``/healthz`` and the docs need the
 ``X-API-Key`` header):
 
 - ``POST /uploads`` (multipart: ``file``, optional ``reference``) -> 202
-  ``{"upload_id", "status", "duplicate"}``
+  ``{"upload_id", "status", "duplicate"}``; 415 with the reason when the content is not
+  accepted (``core.pipeline.sources.admit``: a video, while video uploads are off)
 - ``GET /uploads/{id}`` -> status, reason, face count, times and the upload's alerts
 - ``GET /alerts?identity=&limit=&offset=`` -> alert rows (``X-Total-Count`` header)
 - ``GET /healthz`` -> ``{"ok": true}`` after a trivial database query
