@@ -455,6 +455,30 @@ def test_configuration_errors_are_one_line(tmp_path, env, args, line):
     assert debug.exit_code == 1 and debug.exception is not None  # the real exception
 
 
+def test_vector_store_and_data_dir_errors_are_one_line(tmp_path, monkeypatch):
+    """Milvus unreachable (pymilvus' own exception), its file locked by another process
+    (milvus-lite's), a data dir that cannot be written: one line with the setting."""
+    from milvus_lite.exceptions import DataDirLockedError
+    from pymilvus.exceptions import MilvusException
+
+    from workers.cli.errors import explain
+
+    monkeypatch.setenv("IDWATCH_MILVUS_URI", "http://127.0.0.1:1")
+    monkeypatch.setenv("IDWATCH_DATA_DIR", str(tmp_path / "d"))
+    assert explain(MilvusException(code=2, message="Fail connecting to server")) == (
+        "vector store http://127.0.0.1:1: Fail connecting to server (check IDWATCH_MILVUS_URI)"
+    )
+    assert explain(DataDirLockedError("locked")).startswith(
+        "the vector store file http://127.0.0.1:1 is open in another process"
+    )
+    denied = PermissionError(13, "Permission denied", str(tmp_path / "d" / "uploads"))
+    assert explain(denied) == (
+        f"cannot use the data dir {tmp_path / 'd'}: Permission denied "
+        "(set IDWATCH_DATA_DIR or --data-dir)"
+    )
+    assert explain(RuntimeError("a bug")) is None  # keeps its traceback
+
+
 def _settings_table_names() -> set[str]:
     readme = (ROOT / "README.md").read_text()
     section = readme.split("| setting | default | meaning |", 1)[1].split("\n\n", 1)[0]
