@@ -119,7 +119,7 @@ def explain(exc: BaseException) -> str | None:  # noqa: PLR0911 - one branch per
 def hide_flag_types(group: Any) -> None:
     """Typer shows ``<bool>`` beside every flag; a flag takes no value, so say nothing
     (an empty metavar). Walks every command, its help option included."""
-    from typer._click.core import Context
+    from typer import Context
 
     stack = [group]
     while stack:
