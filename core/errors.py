@@ -20,3 +20,12 @@ class Rejected(Exception):
 
 class ModelUnavailable(RuntimeError):
     """A backend's model files are missing or unusable."""
+
+
+class ConfigError(ValueError):
+    """A setting holds a value the system cannot run with. ``setting`` names the one to
+    change (``IDWATCH_...``), so the command line can say it in one line."""
+
+    def __init__(self, message: str, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting

@@ -27,19 +27,24 @@ def load_object(path: str) -> Any:
 class Registry(Generic[T]):
     """Names of one kind of part and where each one's class lives."""
 
-    def __init__(self, kind: str, entries: dict[str, str]) -> None:
+    def __init__(self, kind: str, entries: dict[str, str], setting: str | None = None) -> None:
         self.kind = kind
         self._entries = dict(entries)
+        self.setting = setting  # the IDWATCH_* setting that chooses one, for messages
 
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(self._entries)
 
     def check(self, name: str) -> str:
-        """``name`` if it is registered; else a ValueError that lists the choices."""
+        """``name`` if it is registered; else a ConfigError (a ValueError) that lists the
+        choices and names the setting."""
         if name not in self._entries:
-            raise ValueError(
-                f"unknown {self.kind} {name!r}; choose one of {', '.join(self._entries)}"
+            from core.errors import ConfigError
+
+            raise ConfigError(
+                f"unknown {self.kind} {name!r}; choose one of {', '.join(self._entries)}",
+                self.setting,
             )
         return name
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -138,6 +138,13 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = 900
     task_max_retries: int = 6
     embed_batch_size: int = 16
+
+    @field_validator("data_dir", mode="after")
+    @classmethod
+    def _absolute_data_dir(cls, v: Path) -> Path:
+        # Resolved once, when read: the default ./idwatch-data depends on the working
+        # directory, so every path shown and derived is the absolute one.
+        return v.expanduser().absolute()
 
     @property
     def resolved_model_dir(self) -> Path:

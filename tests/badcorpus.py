@@ -512,7 +512,7 @@ def build_corpus(dir: Path) -> list[Case]:
             SKIPPED,
             None,
             expect_uploads=0,
-            note="upload.jpg.part (0 bytes): not an image suffix",
+            note="upload.jpg.part (0 bytes): an empty file, listed as not submitted",
         )
     )
     d = folder("heic_suffix")
@@ -521,10 +521,9 @@ def build_corpus(dir: Path) -> list[Case]:
         Case(
             "heic_suffix_in_folder",
             d,
-            SKIPPED,
-            None,
-            expect_uploads=0,
-            note="not an image suffix: a folder scan leaves it",
+            REJECTED,
+            "unsupported_format",
+            note="content decides, not the suffix: an image the intake refuses by name",
         )
     )
     return cases

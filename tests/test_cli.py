@@ -51,7 +51,8 @@ def test_identity_scan_alerts_report_remove(tmp_path, demo_set):
     for a in alerts:
         assert a["identity"] == "Eileen Collins" and a["decision"] == "fake"
         assert set(a) >= {"upload", "box", "similarity", "fake_score", "created_at"}
-    assert _json(_run(data, "alerts", "--identity", "Tom Hanks", "--json")) == []
+    res = _run(data, "alerts", "--identity", "Tom Hanks", "--json", code=2)  # nobody by that name
+    assert "no identity named 'Tom Hanks'; known: 'Eileen Collins'" in res.output
     table = _run(data, "alerts").stdout
     assert f"Alerts ({len(alerts)})" in table
 
@@ -68,7 +69,7 @@ def test_identity_scan_alerts_report_remove(tmp_path, demo_set):
     removed = _json(_run(data, "identity", "remove", "Eileen Collins", "--yes", "--json"))
     assert removed["references_removed"] == 1 and removed["alerts_anonymised"] == len(alerts)
     assert _json(_run(data, "identity", "list", "--json")) == []
-    _run(data, "identity", "show", "Eileen Collins", code=1)
+    _run(data, "identity", "show", "Eileen Collins", code=2)  # unknown name: a usage error
 
 
 def test_scan_missing_path_is_a_clear_error(tmp_path):

@@ -114,7 +114,9 @@ def test_migration_keeps_ids_of_erased_people_out_of_reach(tmp_path):
     upgrade(url)
     engine = create_engine(url)
     with engine.begin() as c:
-        c.execute(text(f"INSERT INTO identities (name, created_at) VALUES ('b', '{now}')"))
+        c.execute(
+            text(f"INSERT INTO identities (name, name_key, created_at) VALUES ('b', 'b', '{now}')")
+        )
         new_id = c.execute(text("SELECT id FROM identities WHERE name = 'b'")).scalar()
         assert c.execute(text("SELECT count(*) FROM identities")).scalar() == 2
     engine.dispose()

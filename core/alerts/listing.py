@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from core.review.actions import review_dict
+from core.names import name_key
 from core.services import Services
 from core.storage.models import Alert, Face, Identity, Upload
 
@@ -23,7 +24,7 @@ def list_alerts(
         q = q.where(Alert.review_state == review_state)
     with svc.db.session() as s:
         if identity is not None:
-            ident = s.scalar(select(Identity).where(Identity.name == identity))
+            ident = s.scalar(select(Identity).where(Identity.name_key == name_key(identity)))
             if ident is None:
                 return []
             q = q.where(Alert.identity_id == ident.id)

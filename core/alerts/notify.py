@@ -146,6 +146,7 @@ NOTIFIERS: Registry[Notifier] = Registry(
         "memory": "core.alerts.notify:MemoryNotifier",
         "webhook": "core.alerts.webhook:WebhookNotifier",
     },
+    setting="IDWATCH_NOTIFIER",
 )
 
 

@@ -23,28 +23,34 @@ FACE_BACKENDS: Registry[FaceBackend] = Registry(
         "mobilefacenet": "core.faces.mobilefacenet_backend:MobileFaceNetBackend",
         "insightface": "core.faces.insightface_backend:InsightFaceBackend",
     },
+    setting="IDWATCH_FACE_BACKEND",
 )
 BACKENDS = FACE_BACKENDS.names
 _said: set[str] = set()
 
 
-def resolve_face_backend_name(name: str, model_dir: Path, cache_dir: Path | None = None) -> str:
+def explain_face_backend(
+    name: str, model_dir: Path, cache_dir: Path | None = None
+) -> tuple[str, str]:
+    """The backend ``name`` resolves to, and why (for ``idwatch status``)."""
     if name != "auto":
-        return FACE_BACKENDS.check(name)
+        return FACE_BACKENDS.check(name), "set by IDWATCH_FACE_BACKEND"
     if FACE_BACKENDS.load("insightface").available(model_dir):
-        return "insightface"
+        from core.faces.insightface_backend import pack_dir
+
+        return "insightface", f"buffalo_l pack at {pack_dir(model_dir)}"
     check = FACE_BACKENDS.load("mobilefacenet").check(model_dir, cache_dir)
     if check.ok:
-        return "mobilefacenet"
-    why = check.explain()
-    if why not in _said:  # once per reason, not once per upload
+        return "mobilefacenet", f"verified model at {check.path}"
+    return "dlib", f"fallback: no verified MobileFaceNet file ({check.explain()})"
+
+
+def resolve_face_backend_name(name: str, model_dir: Path, cache_dir: Path | None = None) -> str:
+    chosen, why = explain_face_backend(name, model_dir, cache_dir)
+    if name == "auto" and chosen == "dlib" and why not in _said:  # once per reason
         _said.add(why)
-        log.warning(
-            "face backend auto -> dlib: no verified MobileFaceNet file (%s); "
-            "scripts/setup.sh installs it",
-            why,
-        )
-    return "dlib"
+        log.warning("face backend auto -> dlib, %s; scripts/setup.sh installs it", why)
+    return chosen
 
 
 def make_face_backend(name: str, model_dir: Path, cache_dir: Path | None = None) -> FaceBackend:

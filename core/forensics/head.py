@@ -11,6 +11,7 @@ standardise -> logistic regression -> Platt calibration. It is stored as JSON on
      "threshold": float,             # on the calibrated score
      "preprocess": {"reencode_jpeg_quality": 90},  # optional, see Head.preprocess
      "calibration": {"method": "platt", "a": float, "b": float, "target_real_accuracy": 0.9,
+                     "bounds": [lo, hi],            # optional, see Bounds below
                      "strata": {"feature": "ref.available",
                                 "values": {"0": {"a", "b", "threshold"}, "1": {...}}}},
      "training": {"manifest": ..., "n": ..., "metrics": {...}, "date": ...},
@@ -33,6 +34,15 @@ of the gate (``calibration.strata``). So that one ``threshold`` serves every row
 with-references stratum keeps its calibrated score and threshold, and the other
 stratum's scores are shifted in logit space (``shift``) so that the same threshold
 gives it the same target real accuracy; its scores are calibrated up to that shift.
+
+Bounds: a probability calibrated on n real and m fake rows cannot honestly be more
+extreme than Laplace's rule of succession allows, 1/(n+2) and (m+1)/(m+2) (the targets
+Platt's paper smooths to). Without this, features outside the training range (a logistic
+model extrapolates linearly) printed as 1.000 and reviewers read certainty into them.
+The calibrated score is ``lo + (hi - lo) * sigmoid(a z + b)``: monotone, so ranking,
+AUC and decisions are unchanged, and every threshold in the file is on that scale.
+Files without ``bounds`` score as before (0, 1); the packaged heads had theirs added
+from their stored training counts, their thresholds mapped the same way.
 """
 
 from __future__ import annotations
@@ -128,13 +138,23 @@ class Head:
         values = strata.get("values", {})
         return [values.get("1" if v > 0.5 else "0", pooled) for v in col]
 
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """(lo, hi) of calibrated scores (see Bounds in the module docstring)."""
+        lo, hi = self.calibration.get("bounds") or (0.0, 1.0)
+        return float(lo), float(hi)
+
+    def bounded(self, p: np.ndarray) -> np.ndarray:
+        lo, hi = self.bounds
+        return lo + (hi - lo) * p
+
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """Calibrated probability of fake per row, in [0, 1]."""
+        """Calibrated probability of fake per row, within ``bounds``."""
         z = self.decision(X)
         cal = self._strata(X)
         a = np.array([c["a"] for c in cal])
         b = np.array([c["b"] for c in cal])
-        return _sigmoid(a * z + b)
+        return self.bounded(_sigmoid(a * z + b))
 
     def thresholds(self, X: np.ndarray) -> np.ndarray:
         """Decision threshold of each row (its stratum's, else the pooled one)."""
@@ -258,6 +278,12 @@ class Head:
                 raise HeadFormatError(f"{source}: malformed calibration stratum {key!r}")
         if strata and strata.get("feature") not in names:
             raise HeadFormatError(f"{source}: calibration strata feature is not a feature")
+        try:
+            lo, hi = head.bounds
+        except (TypeError, ValueError):
+            lo, hi = -1.0, -1.0
+        if not 0.0 <= lo < hi <= 1.0:
+            raise HeadFormatError(f"{source}: calibration bounds must be 0 <= lo < hi <= 1")
         if not (0.0 <= head.threshold <= 1.0) or not math.isfinite(head.bias):
             raise HeadFormatError(f"{source}: threshold must be in [0, 1] and bias finite")
         return head
@@ -388,6 +414,11 @@ def _calibrate(logits: np.ndarray, y: np.ndarray, target: float) -> tuple[float,
     return a, b, threshold
 
 
+def laplace_bounds(n_real: int, n_fake: int) -> tuple[float, float]:
+    """The most extreme probabilities n real and m fake calibration rows support."""
+    return 1.0 / (n_real + 2), (n_fake + 1.0) / (n_fake + 2)
+
+
 def train_head(
     X: np.ndarray,
     y: np.ndarray,
@@ -458,20 +489,25 @@ def train_head(
             strata = {"feature": gate, "values": values}
 
     head = _fit_raw(X, y, names, gates, C)
-    head.threshold = threshold
+    lo, hi = laplace_bounds(int((y == 0).sum()), int(y.sum()))
     head.calibration = {
         "method": "platt",
         "a": a,
         "b": b,
         "fitted_on": "inner out-of-fold logits",
         "target_real_accuracy": target_real_accuracy,
+        "bounds": [lo, hi],
     }
+    # Thresholds were chosen on sigmoid(a z + b); scores are bounded, so are they.
+    head.threshold = float(head.bounded(np.float64(threshold)))
+    for val in (strata.get("values") or {}).values():
+        val["threshold"] = float(head.bounded(np.float64(val["threshold"])))
     if strata:
         head.calibration["strata"] = strata
     # Inner-CV operating point, from the out-of-fold logits through each row's stratum.
     cal_rows = head._strata(X)
-    oof_score = _sigmoid(
-        np.array([c["a"] for c in cal_rows]) * oof + np.array([c["b"] for c in cal_rows])
+    oof_score = head.bounded(
+        _sigmoid(np.array([c["a"] for c in cal_rows]) * oof + np.array([c["b"] for c in cal_rows]))
     )
     pred = oof_score >= np.array([c["threshold"] for c in cal_rows])
     info = dict(training or {})

@@ -14,6 +14,7 @@ DETECTOR_CLASSES: Registry[ForgeryDetector] = Registry(
         "univfd": "core.forensics.univfd:UnivFDDetector",
         "clip-ref": "core.forensics.clip_ref:ClipRefDetector",
     },
+    setting="IDWATCH_DETECTOR",
 )
 DETECTORS = DETECTOR_CLASSES.names
 
@@ -23,6 +24,22 @@ def resolve_detector_name(name: str, model_dir: Path) -> str:
         univfd = DETECTOR_CLASSES.load("univfd")
         return "univfd" if univfd.available(model_dir) else "offline"
     return DETECTOR_CLASSES.check(name)
+
+
+def explain_detector(
+    name: str, model_dir: Path, head_path: Path | None = None, cache_dir: Path | None = None
+) -> tuple[str, str]:
+    """The detector ``name`` resolves to, and what it runs on (for ``idwatch status``)."""
+    chosen = resolve_detector_name(name, model_dir)
+    why = "set by IDWATCH_DETECTOR" if name != "auto" else "auto"
+    if chosen in ("offline", "clip-ref"):
+        if head_path is not None:
+            return chosen, f"{why}; head {head_path} (IDWATCH_DETECTOR_PATH)"
+        if chosen == "offline":
+            from core.forensics.offline import packaged_head
+
+            return chosen, f"{why}; packaged head {packaged_head(model_dir, cache_dir)}"
+    return chosen, f"{why}; model dir {model_dir}"
 
 
 def make_detector(

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.alerts.listing import count_alerts
 from core.demo.dataset import ManifestRow, build_demo_set, load_manifest, load_references
 from core.pipeline.identities import RegistrationError, register_identity
 from core.pipeline.sources.scan import ScanSummary, scan
@@ -24,7 +25,9 @@ class DemoResult:
     registered: dict[str, list[str]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     summary: ScanSummary | None = None
-    backfill_alerts: int = 0
+    scan_alerts: int = 0  # alerts the scan raised
+    backfill_alerts: int = 0  # alerts backfill raised for people registered after it
+    backfill: list[str] = field(default_factory=list)  # one line per such person
     # Labelled outcome over uploads of protected identities.
     fakes: int = 0
     fakes_alerted: int = 0
@@ -92,14 +95,16 @@ def run_demo(
         register_identity(svc, name, ref_files[name])
         res.registered[name] = [str(p) for p in ref_files[name]]
     res.summary = scan(svc, uploads, source="demo", progress=progress)
+    res.scan_alerts = count_alerts(svc)
     for name in after:
         reg = register_identity(svc, name, ref_files[name])
         res.registered[name] = [str(p) for p in ref_files[name]]
         res.backfill_alerts += reg.backfill.alerts
-        log(
+        res.backfill.append(
             f"registered {name} after the scan: backfill matched {reg.backfill.matches} "
             f"earlier face(s), {reg.backfill.alerts} new alert(s)"
         )
+        log(res.backfill[-1])
 
     _score_against_labels(svc, rows, set(res.registered), res)
     return res

@@ -33,6 +33,7 @@ DISPATCHERS: Registry[Dispatcher] = Registry(
         "inline": "core.pipeline.dispatch:InlineDispatcher",
         "celery": "workers.dispatch:CeleryDispatcher",
     },
+    setting="IDWATCH_DISPATCHER",
 )
 
 

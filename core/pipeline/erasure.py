@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select, update
 
+from core.names import name_key
 from core.pipeline import jobs
 from core.services import Services
 from core.storage.models import Alert, Identity, ReferencePhoto, Review
@@ -26,10 +27,11 @@ ERASURE = jobs.ERASURE
 
 
 def find_identity(s, name_or_id: str | int) -> Identity | None:
-    """By name, or by id (an int, or a string of digits no identity is named)."""
+    """By name (matched as ``core.names.name_key``: case and spacing do not matter), or
+    by id (an int, or a string of digits no identity is named)."""
     if isinstance(name_or_id, int):
         return s.get(Identity, name_or_id)
-    ident = s.scalar(select(Identity).where(Identity.name == name_or_id))
+    ident = s.scalar(select(Identity).where(Identity.name_key == name_key(name_or_id)))
     if ident is None and name_or_id.isdigit():
         ident = s.get(Identity, int(name_or_id))
     return ident

@@ -14,6 +14,7 @@ from core.errors import Rejected
 from core.faces.base import DetectedFace
 from core.faces.reference_quality import PhotoCheck, check_duplicates, check_photo, coverage
 from core.intake import decode_image, read_bytes
+from core.names import name_key
 from core.pipeline import jobs
 from core.pipeline.backfill import BACKFILL, BackfillResult
 from core.pipeline.dispatch import Dispatcher, InlineDispatcher
@@ -49,6 +50,9 @@ class Registration:
     backfill_job_id: int | None = None
     backfill_status: str | None = None
     checks: list[PhotoCheck] = field(default_factory=list)  # per photo given, in order
+    # The name as given, when it is a known identity under another spelling ("Leonardo
+    # Dicaprio" for "Leonardo DiCaprio"): the photos went to that identity.
+    given_name: str | None = None
 
 
 def prepare_photo(svc: Services, path: Path, pick_largest: bool = False) -> PreparedPhoto:
@@ -94,14 +98,18 @@ def register_identity(
     prepared = [prepare_photo(svc, p, pick_largest) for p in photos]
     backend = svc.face_backend
     _check_duplicates(svc, name, prepared)
+    given = name
     with svc.db.session() as s:
-        ident = s.scalar(select(Identity).where(Identity.name == name))
+        # Matched by the normalised name: a second spelling adds to the same person.
+        ident = s.scalar(select(Identity).where(Identity.name_key == name_key(name)))
         if ident is not None and ident.erasing_at is not None:
             raise RegistrationError(
-                f"{name!r} is being erased; run `idwatch identity remove` on it to finish "
-                "the erasure before registering the person again"
+                f"{ident.name!r} is being erased; run `idwatch identity remove` on it to "
+                "finish the erasure before registering the person again"
             )
         created = ident is None
+        if ident is not None:
+            name = ident.name
         if created:
             ident = Identity(name=name)
             s.add(ident)
@@ -146,6 +154,7 @@ def register_identity(
         BackfillResult(),
         job_id,
         checks=[p.check for p in prepared],
+        given_name=given if given != name else None,
     )
     if job_id is not None:
         try:
@@ -163,7 +172,7 @@ def _check_duplicates(svc: Services, name: str, prepared: list[PreparedPhoto]) -
     """Mark photos that repeat a stored reference of this person (found by searching her
     reference vectors) or another photo of the same call (core.faces.reference_quality)."""
     with svc.db.session() as s:
-        ident = s.scalar(select(Identity).where(Identity.name == name))
+        ident = s.scalar(select(Identity).where(Identity.name_key == name_key(name)))
         refs = {r.id: Path(r.original_name).name for r in ident.references} if ident else {}
     backend = svc.face_backend.name
     vecs = np.stack([p.embedding for p in prepared])
@@ -237,6 +246,12 @@ def remove_identity(svc: Services, name_or_id: str) -> dict | None:
     """Erase a person (see ``core.pipeline.erasure``); running it on a half-erased
     identity finishes the erasure."""
     return erase_identity(svc, name_or_id)
+
+
+def identity_names(svc: Services) -> list[str]:
+    """Every registered name, in registration order (for "known: ..." messages)."""
+    with svc.db.session() as s:
+        return list(s.scalars(select(Identity.name).order_by(Identity.id)))
 
 
 def upload_counts(svc: Services) -> dict[str, int]:

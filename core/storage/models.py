@@ -22,9 +22,10 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
 
 from core.flow import UploadStatus
+from core.names import name_key
 
 __all__ = ["UploadStatus"]  # the statuses come from the flow; re-exported for the models
 
@@ -45,9 +46,12 @@ NO_ID_REUSE = {"sqlite_autoincrement": True}
 
 class Identity(Base):
     __tablename__ = "identities"
-    __table_args__ = NO_ID_REUSE
+    __table_args__ = (UniqueConstraint("name_key", name="uq_identities_name_key"), NO_ID_REUSE)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
+    # The name as it is matched (core.names.name_key): unique, so "Leonardo Dicaprio"
+    # can never become a second identity beside "Leonardo DiCaprio". Set with the name.
+    name_key: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     # Set when erasure starts: from then on the person matches nothing, and a crashed
     # erasure is finished by running it again (the row is deleted last).
@@ -55,6 +59,11 @@ class Identity(Base):
     references: Mapped[list[ReferencePhoto]] = relationship(
         back_populates="identity", cascade="all, delete-orphan", order_by="ReferencePhoto.id"
     )
+
+    @validates("name")
+    def _keep_key(self, _attr: str, value: str) -> str:
+        self.name_key = name_key(value)
+        return value
 
 
 class ReferencePhoto(Base):

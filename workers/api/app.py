@@ -5,7 +5,8 @@ uvicorn (``idwatch api``). Endpoints (all but ``/healthz`` and the docs need the
 ``X-API-Key`` header):
 
 - ``POST /uploads`` (multipart: ``file``, optional ``reference``) -> 202
-  ``{"upload_id", "status", "duplicate"}``
+  ``{"upload_id", "status", "duplicate"}``; 415 with the reason when the content is not
+  accepted (``core.pipeline.sources.admit``: a video, while video uploads are off)
 - ``GET /uploads/{id}`` -> status, reason, face count, times and the upload's alerts
 - ``GET /alerts?identity=&limit=&offset=`` -> alert rows (``X-Total-Count`` header)
 - ``GET /healthz`` -> ``{"ok": true}`` after a trivial database query
@@ -42,6 +43,7 @@ from sqlalchemy import func, select, text
 
 from core.alerts.listing import list_alerts
 from core.pipeline.dispatch import Dispatcher
+from core.pipeline.sources.admit import HEAD_BYTES, admit
 from core.pipeline.sources.submit import submit_bytes
 from core.pipeline.status import mark_failed
 from core.services import Services
@@ -144,6 +146,10 @@ def create_app(
         responses={
             **ERRORS,
             413: {"description": "Request or image over the size limits."},
+            415: {
+                "model": ErrorOut,
+                "description": "Content not accepted (a video, while video uploads are off).",
+            },
         },
     )
     def post_upload(
@@ -158,6 +164,9 @@ def create_app(
         ] = None,
     ) -> UploadAccepted:
         data = file.file.read(max_upload + 1)
+        decision = admit(data[:HEAD_BYTES], named=True)  # content decides, not the type
+        if not decision.submit:
+            raise HTTPException(415, f"not accepted: {decision.reason}")
         if len(data) > max_upload:
             raise HTTPException(413, f"the image is over the {max_upload}-byte limit")
         sub = submit_bytes(svc, data, upload_label(file.filename, reference), source="api")

@@ -18,6 +18,7 @@ from typing import Annotated
 import typer
 
 from workers.cli.alerts import alerts_app
+from workers.cli.errors import IdwatchGroup
 from workers.cli.eval import detector_app, eval_cmd
 from workers.cli.identity import identity_app
 from workers.cli.review import review_app
@@ -28,6 +29,7 @@ app = typer.Typer(
     help="identity-watch: catch deepfakes impersonating protected people.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
+    cls=IdwatchGroup,  # configuration errors in one line (workers/cli/errors.py)
 )
 
 
@@ -36,10 +38,17 @@ def main(
     data_dir: Annotated[
         Path | None, typer.Option(help="Data directory (IDWATCH_DATA_DIR).")
     ] = None,
-    verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Log what happens.")] = False,
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug", help="Show tracebacks of configuration errors (or IDWATCH_DEBUG=1)."
+        ),
+    ] = False,
 ) -> None:
     if data_dir is not None:
         os.environ["IDWATCH_DATA_DIR"] = str(data_dir)
+    # --debug is read by the root group's error handler (workers/cli/errors.py).
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

@@ -8,7 +8,16 @@ from typing import Annotated
 
 import typer
 
-from workers.cli.common import JsonOpt, console, dispatcher, out, print_json, services, table
+from workers.cli.common import (
+    JsonOpt,
+    console,
+    dispatcher,
+    identity_filter,
+    out,
+    print_json,
+    services,
+    table,
+)
 from workers.cli.scanning import ALERT_COLUMNS
 
 alerts_app = typer.Typer(
@@ -48,7 +57,8 @@ def alerts_cmd(
         state = parse_state(review_state) if review_state else None
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--review-state") from exc
-    rows = list_alerts(services(), identity, state)
+    svc = services(read_only=True)
+    rows = list_alerts(svc, identity_filter(svc, identity), state)
     if as_json:
         print_json(rows)
         return

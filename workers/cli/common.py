@@ -12,18 +12,58 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-console = Console(stderr=True)
+# Messages on stderr are never wrapped: one message, one line (grep-able, as in logs).
+console = Console(stderr=True, soft_wrap=True)
 # Tables stay readable when piped (rich would otherwise assume 80 columns).
 out = Console(width=None if sys.stdout.isatty() else 160)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+YesOpt = Annotated[
+    bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (scripts, cron).")
+]
+WaitOpt = Annotated[
+    float,
+    typer.Option(min=0, help="Distributed: seconds to wait for the workers (>= 0)."),
+]
 
 
-def services(**overrides):
+def services(*, read_only: bool = False, **overrides):
+    """Services for one command, fresh (--data-dir may have changed the env). Says on
+    stderr which store it uses; ``read_only`` commands refuse to create one
+    (core.store.StoreMissing, reported in one line by workers/cli/errors.py)."""
     from core.services import Services
     from core.settings import Settings
+    from core.store import locate, require_store, store_exists
 
-    return Services(Settings(**overrides))  # fresh: --data-dir may have changed the env
+    settings = Settings(**overrides)
+    if read_only:
+        loc = require_store(settings)
+        console.print(f"[dim]{escape(loc.line())}[/dim]", soft_wrap=True)
+    else:
+        loc = locate(settings)
+        new = "" if store_exists(settings) else "new "
+        console.print(f"[dim]{new}{escape(loc.line())}[/dim]", soft_wrap=True)
+    return Services(settings)
+
+
+def loading_models(svc) -> None:
+    """Load the face backend and the forgery detector now, saying so: the first load
+    takes seconds (ONNX sessions, dlib, the detector's head) and must not look hung.
+    A spinner on a terminal, one line otherwise."""
+    import time
+
+    face, det = svc.face_backend, svc.detector
+    label = f"loading models: face backend {face.name}, forgery detector {det.name}"
+    t0 = time.monotonic()
+    if console.is_terminal:
+        with console.status(f"{label} ..."):
+            face.load()
+            det.load()
+    else:
+        console.print(f"{label} ...", markup=False)
+        face.load()
+        det.load()
+    console.print(f"[dim]models loaded in {time.monotonic() - t0:.1f} s[/dim]")
 
 
 def dispatcher(svc):
@@ -31,6 +71,22 @@ def dispatcher(svc):
     from core.pipeline.dispatch import make_dispatcher
 
     return make_dispatcher(svc)
+
+
+def identity_filter(svc, name: str | None) -> str | None:
+    """``--identity NAME``: the registered name it matches (case, spacing and Unicode form
+    ignored, core.names), or a clear error listing the known names (exit 2)."""
+    if name is None:
+        return None
+    from core.names import name_key, unknown_name_message
+    from core.pipeline.identities import identity_names
+
+    known = identity_names(svc)
+    for n in known:
+        if name_key(n) == name_key(name):
+            return n
+    console.print(f"[red]{escape(unknown_name_message(name, known))}[/red]")
+    raise typer.Exit(2)
 
 
 def print_json(obj) -> None:
@@ -54,7 +110,9 @@ def _plain(v) -> str:
     if isinstance(v, str) and len(v) > 19 and v[4:5] == "-" and v[10:11] == "T":
         return v[:19].replace("T", " ")  # ISO time to the second
     if isinstance(v, float):
-        return f"{v:.3f}"
+        from core.alerts.scores import score_text
+
+        return score_text(v)  # 3 decimals; more near 0 or 1, never a rounded 1.000
     if isinstance(v, list):
         return ",".join(f"{x:.0f}" if isinstance(x, float) else str(x) for x in v)
     return "" if v is None else str(v)

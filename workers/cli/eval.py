@@ -159,7 +159,8 @@ def eval_cmd(
         str | None, typer.Option(help="dlib | mobilefacenet | insightface (default: configured).")
     ] = None,
     match_threshold: Annotated[
-        float | None, typer.Option(help="Stage-1 cosine threshold (default: the backend's).")
+        float | None,
+        typer.Option(min=-1, max=1, help="Stage-1 cosine threshold (default: the backend's)."),
     ] = None,
     cache: Annotated[
         Path | None, typer.Option(help="Feature cache folder (default: DATA_DIR/eval-cache).")
@@ -214,8 +215,12 @@ def train_cmd(
         bool,
         typer.Option(help="Re-encode every image as JPEG q90 before features (and at use)."),
     ] = True,
-    target_real_accuracy: Annotated[float, typer.Option(help="Threshold target.")] = 0.9,
-    cv_folds: Annotated[int, typer.Option(help="Identity-grouped CV folds for the estimate.")] = 5,
+    target_real_accuracy: Annotated[
+        float, typer.Option(min=0.5, max=0.999, help="Threshold target (share of reals kept).")
+    ] = 0.9,
+    cv_folds: Annotated[
+        int, typer.Option(min=2, max=50, help="Identity-grouped CV folds for the estimate.")
+    ] = 5,
     query_pairs: Annotated[
         bool,
         typer.Option(
@@ -224,7 +229,8 @@ def train_cmd(
         ),
     ] = False,
     query_pair_ratio: Annotated[
-        float | None, typer.Option(help="Cap pair rows at this multiple of the other rows.")
+        float | None,
+        typer.Option(min=0, help="Cap pair rows at this multiple of the other rows."),
     ] = None,
     face_backend: Annotated[
         str | None, typer.Option(help="dlib | mobilefacenet | insightface.")
@@ -331,8 +337,10 @@ def _feedback(manifest: Path, ex, wrong_person: str):
 def split_cmd(
     manifest: Annotated[Path, typer.Argument(help="manifest.csv to split.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for train.csv and test.csv.")],
-    test_fraction: Annotated[float, typer.Option(help="Share of images in test.csv.")] = 0.5,
-    seed: Annotated[int, typer.Option()] = 0,
+    test_fraction: Annotated[
+        float, typer.Option(min=0.05, max=0.95, help="Share of images in test.csv.")
+    ] = 0.5,
+    seed: Annotated[int, typer.Option(min=0, help="Random seed of the split.")] = 0,
 ) -> None:
     """Write identity-disjoint train.csv / test.csv (absolute paths)."""
     from core.evaluation.dataset_features import write_split

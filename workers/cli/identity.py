@@ -7,11 +7,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from workers.cli.common import (
     JsonOpt,
+    WaitOpt,
+    YesOpt,
     console,
     dispatcher,
+    loading_models,
     out,
     print_json,
     progress,
@@ -26,13 +30,17 @@ identity_app = typer.Typer(help="Protected identities.", no_args_is_help=True)
 def identity_add(
     name: str,
     photos: Annotated[list[Path], typer.Argument(help="Authentic photos of the person.")],
-    largest: Annotated[bool, typer.Option(help="Use the largest face of group photos.")] = False,
+    largest: Annotated[
+        bool, typer.Option("--largest", help="Use the largest face of group photos.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Register a protected identity (or add photos to one) and scan earlier uploads."""
+    """Register a protected identity (or add photos to one) and scan earlier uploads.
+    Names match ignoring case and spacing: a second spelling adds to the same person."""
     from core.pipeline.identities import RegistrationError, register_identity
 
     svc = services()
+    loading_models(svc)
     # Embedded: the backfill runs here, now. Distributed: on the classify queue.
     disp = dispatcher(svc)
     try:
@@ -43,6 +51,7 @@ def identity_add(
     res = {
         "identity_id": reg.identity_id,
         "name": reg.name,
+        "given_name": reg.given_name,
         "created": reg.created,
         "references_added": reg.references_added,
         "photos": [c.as_dict() for c in reg.checks],
@@ -58,6 +67,12 @@ def identity_add(
         print_json(res)
         return
     verb = "registered" if reg.created else "updated"
+    if reg.given_name is not None:
+        out.print(
+            f"{escape(repr(reg.given_name))} is the registered identity "
+            f"{escape(repr(reg.name))} (names match ignoring case and spacing): "
+            "photos added to it"
+        )
     if reg.backfill_job_id is None:
         done = "no backfill (no new reference photo)"
     elif reg.backfill_status == "done":
@@ -80,7 +95,7 @@ def identity_list(as_json: JsonOpt = False) -> None:
     """List protected identities."""
     from core.pipeline.identities import list_identities
 
-    rows = list_identities(services())
+    rows = list_identities(services(read_only=True))
     if as_json:
         print_json(rows)
     else:
@@ -99,11 +114,10 @@ def identity_show(name: str, as_json: JsonOpt = False) -> None:
     from core.pipeline.identities import show_identity
     from core.review.thresholds import suggest
 
-    svc = services()
+    svc = services(read_only=True)
     info = show_identity(svc, name)
     if info is None:
-        console.print(f"[red]no identity named {name!r}[/red]")
-        raise typer.Exit(1)
+        unknown_identity(svc, name)
     info["review_thresholds"] = suggest(svc, info["id"])
     if as_json:
         print_json(info)
@@ -153,24 +167,28 @@ def print_suggestion(sug: dict) -> None:
 @identity_app.command("remove")
 def identity_remove(
     name: str,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
-    wait: Annotated[
-        float, typer.Option(help="Distributed: seconds to wait for the erasure job.")
-    ] = 120,
+    yes: YesOpt = False,
+    wait: WaitOpt = 120,
     as_json: JsonOpt = False,
 ) -> None:
     """Erase an identity: reference photos, vectors and the personal data in its alerts."""
     from core.pipeline import jobs
     from core.pipeline.erasure import erasure_result, open_erasure
 
-    if not yes and not typer.confirm(f"Erase {name!r} and its reference photos?"):
+    svc = services(read_only=True)  # nothing to erase where there is no store
+    from core.pipeline.identities import show_identity
+
+    found = show_identity(svc, name)
+    if found is None:
+        unknown_identity(svc, name)
+    if not yes and not typer.confirm(
+        f"Erase {found['name']!r} (id {found['id']}) and its reference photos?"
+    ):
         raise typer.Exit(1)
-    svc = services()
     # From this commit on the person matches nothing, whatever happens next.
     opened = open_erasure(svc, name)
     if opened is None:
-        console.print(f"[red]no identity named {name!r}[/red]")
-        raise typer.Exit(1)
+        unknown_identity(svc, name)
     job_id, identity_id, ident_name = opened
     disp = dispatcher(svc)
     try:
@@ -223,3 +241,12 @@ def identity_reembed(as_json: JsonOpt = False) -> None:
         out.print(f"  reference {ref_id}: {why}", markup=False)
     if res.failed:
         raise typer.Exit(1)
+
+
+def unknown_identity(svc, name: str) -> None:
+    """No identity by that name (case and spacing ignored): say which exist, exit 2."""
+    from core.names import unknown_name_message
+    from core.pipeline.identities import identity_names
+
+    console.print(f"[red]{escape(unknown_name_message(name, identity_names(svc)))}[/red]")
+    raise typer.Exit(2)

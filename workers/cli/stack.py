@@ -20,10 +20,13 @@ def migrate_cmd() -> None:
     """Create or upgrade the database schema (Alembic upgrade head)."""
     from core.settings import Settings
     from core.storage.db import upgrade
+    from core.store import redact_url
 
-    url = Settings().resolved_database_url
-    upgrade(url)
-    out.print("database schema is at head")
+    settings = Settings()
+    if settings.database_url is None:
+        settings.ensure_dirs()  # the embedded database file lives in the data dir
+    upgrade(settings.resolved_database_url)
+    out.print(f"database schema is at head ({redact_url(settings.resolved_database_url)})")
 
 
 def _all_queues() -> str:
@@ -37,8 +40,8 @@ def worker_cmd(
     queues: Annotated[
         str, typer.Option(help=f"Comma-separated, of: {_all_queues()}.")
     ] = _all_queues(),
-    concurrency: Annotated[int, typer.Option(help="Pool processes.")] = 1,
-    loglevel: Annotated[str, typer.Option()] = "INFO",
+    concurrency: Annotated[int, typer.Option(min=1, max=256, help="Pool processes.")] = 1,
+    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
 ) -> None:
     """Run a Celery worker consuming the given queues (needs IDWATCH_BROKER_URL)."""
     from core.flow import FLOW
@@ -60,8 +63,10 @@ def worker_cmd(
 
 @stack_app.command("flower")
 def flower_cmd(
-    address: Annotated[str, typer.Option()] = "127.0.0.1",
-    port: Annotated[int | None, typer.Option()] = None,
+    address: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port (IDWATCH_FLOWER_PORT).")
+    ] = None,
 ) -> None:
     """Flower (job status) with basic auth from IDWATCH_FLOWER_BASIC_AUTH (user:password)."""
     from core.settings import Settings
@@ -113,8 +118,10 @@ def watch_cmd(
 
 @stack_app.command("sweep")
 def sweep_cmd(
-    older_than: Annotated[float, typer.Option(help="Re-dispatch work idle this long (s).")] = 120,
-    every: Annotated[float, typer.Option(help="Repeat every N seconds; 0 = once.")] = 0,
+    older_than: Annotated[
+        float, typer.Option(min=0, help="Re-dispatch work idle this long (s).")
+    ] = 120,
+    every: Annotated[float, typer.Option(min=0, help="Repeat every N seconds; 0 = once.")] = 0,
 ) -> None:
     """Re-dispatch uploads stuck in a non-terminal state, undelivered notifications and
     unfinished jobs (backfill, erasure)."""
@@ -154,9 +161,11 @@ def _backlog(svc) -> int:
 @stack_app.command("up")
 def up_cmd(
     watch_dir: Annotated[Path | None, typer.Option("--watch", help="Also watch a folder.")] = None,
-    concurrency: Annotated[int, typer.Option(help="Pool processes per worker.")] = 1,
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=256, help="Pool processes per worker.")
+    ] = 1,
     sweep_after: Annotated[
-        float, typer.Option(help="Sweeper: re-dispatch work idle this long (s).")
+        float, typer.Option(min=0, help="Sweeper: re-dispatch work idle this long (s).")
     ] = 120,
     workers: Annotated[
         bool, typer.Option(help="Start the queue workers (--no-workers: everything else).")

@@ -19,6 +19,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from core.pipeline.dispatch import Dispatcher, InlineDispatcher
+from core.pipeline.sources.admit import Admission, admit, read_head
 from core.pipeline.sources.submit import Submission, submit_path
 from core.pipeline.status import is_terminal
 from core.services import Services
@@ -26,25 +27,61 @@ from core.storage.models import Alert, Face, Match, Upload, UploadStatus
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".mpo"}
+
+@dataclass(frozen=True)
+class Seen:
+    path: Path
+    named: bool  # named on the command line (an upload by contract), not found in a folder
 
 
-def collect_files(paths: Iterable[Path], all_files: bool = False) -> list[Path]:
-    """Files given, plus files under folders given (recursively, sorted). In folders only
-    image-like names are taken unless ``all_files``; files named explicitly always are.
-    Symbolic links inside folders are not followed out of the folder."""
-    out: list[Path] = []
+def walk(paths: Iterable[Path]) -> tuple[list[Seen], list[dict[str, str]]]:
+    """Files given, plus every file under the folders given (recursively, sorted), and
+    what the walk passed over with the reason: links leading out of a folder (never
+    followed), broken links, FIFOs, sockets and devices (never opened)."""
+    files: list[Seen] = []
+    passed: list[dict[str, str]] = []
     for p in map(Path, paths):
-        if p.is_dir():
-            root = p.resolve()
-            for f in sorted(p.rglob("*")):
-                if f.is_symlink() and not f.resolve().is_relative_to(root):
-                    continue
-                if f.is_file() and (all_files or f.suffix.lower() in IMAGE_SUFFIXES):
-                    out.append(f)
-        else:
-            out.append(p)
-    return out
+        if not p.is_dir():
+            files.append(Seen(p, True))
+            continue
+        root = p.resolve()
+        for f in sorted(p.rglob("*")):
+            reason = _walk_reason(f, root)
+            if reason == "":
+                files.append(Seen(f, False))
+            elif reason is not None:
+                passed.append({"path": str(f), "reason": reason})
+    return files, passed
+
+
+def _walk_reason(f: Path, root: Path) -> str | None:
+    """ "" to take ``f``, None for a folder (walked into), else why it is passed over."""
+    if f.is_symlink():
+        target = f.resolve()
+        if not target.exists():
+            return "broken symbolic link"
+        if not target.is_relative_to(root):
+            return f"symbolic link out of the folder (to {target}; not followed)"
+    if f.is_dir():
+        return None
+    return "" if f.is_file() else "not a regular file (FIFO, socket or device; never opened)"
+
+
+def collect_files(paths: Iterable[Path]) -> list[Path]:
+    """The files a scan of ``paths`` looks at (see ``walk``)."""
+    return [s.path for s in walk(paths)[0]]
+
+
+def _admit(f: Seen) -> Admission:
+    """Content decides (core.pipeline.sources.admit); a file named by hand is taken
+    even unread, so that submit_path records why it cannot be read."""
+    try:
+        head = read_head(f.path)
+    except OSError as exc:
+        if f.named:
+            return Admission(True, None)
+        return Admission(False, None, f"cannot read it: {exc.strerror or exc}")
+    return admit(head, named=f.named)
 
 
 def _submit(svc: Services, f: Path, source: str, summary: ScanSummary) -> Submission | None:
@@ -59,9 +96,14 @@ def _submit(svc: Services, f: Path, source: str, summary: ScanSummary) -> Submis
 
 @dataclass
 class ScanSummary:
+    seen: int = 0  # files the scan looked at: submitted + skipped + not_submitted
     submitted: int = 0
-    duplicates: int = 0
-    scanned: int = 0
+    new: int = 0  # submissions that created an upload
+    duplicates: int = 0  # submissions of bytes already known (an earlier upload)
+    # Files passed over, each {"path", "reason"}: not media, videos (not enabled yet),
+    # links out of a folder, FIFOs... (core.pipeline.sources.admit decides).
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    scanned: int = 0  # distinct uploads
     with_faces: int = 0
     faces: int = 0
     matched: int = 0  # uploads with a face matched to a protected identity
@@ -95,18 +137,22 @@ def scan(
     wait up to ``wait_s`` for uploads on the queues. Uploads still running at the end of
     the wait are counted as pending and listed in ``running``."""
     dispatcher = dispatcher or InlineDispatcher(svc)
-    files = collect_files(paths)
-    summary = ScanSummary()
+    files, passed = walk(paths)
+    summary = ScanSummary(seen=len(files) + len(passed), skipped=list(passed))
     subs: list[Submission] = []
-    for i, f in enumerate(files):
-        sub = _submit(svc, f, source, summary)
-        if sub is not None:
+    for i, seen in enumerate(files):
+        f = seen.path
+        decision = _admit(seen)
+        if not decision.submit:
+            summary.skipped.append({"path": str(f), "reason": str(decision.reason)})
+        elif (sub := _submit(svc, f, source, summary)) is not None:
             subs.append(sub)
             if sub.created and not is_terminal(sub.status):
                 _dispatch(dispatcher, sub.upload_id, f, summary)
         if progress:
             progress(i + 1, len(files), f)
     summary.submitted = len(subs)
+    summary.new = sum(s.created for s in subs)
     summary.duplicates = sum(not s.created for s in subs)
     summary.upload_ids = list(dict.fromkeys(s.upload_id for s in subs))
     if not dispatcher.synchronous:

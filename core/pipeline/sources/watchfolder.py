@@ -6,7 +6,10 @@ Rules (see ``FolderWatcher``):
 - Walk ``root`` recursively with ``os.scandir``. Hidden names (``.x``) and temporary
   names (``*.part *.tmp *.crdownload *.partial ~*``) are skipped, files and folders
   alike for hidden names. Non-regular files (FIFOs, sockets, devices) are skipped
-  from ``lstat`` alone, never opened.
+  from ``lstat`` alone, never opened (logged once).
+- Content decides what is submitted (``core.pipeline.sources.admit``, the first bytes):
+  every file dropped here is an upload, so a non-image gets a rejected upload with its
+  reason; a video is logged once and not submitted until video uploads are enabled.
 - Symbolic links are never followed, neither to folders nor to files. A link whose
   target lies outside ``root`` is logged once (warning); a link to a file inside
   ``root`` is ignored too, because that file is taken under its own name anyway (and a
@@ -43,6 +46,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from core.pipeline.dispatch import Dispatcher
+from core.pipeline.sources.admit import HEAD_BYTES, admit
 from core.pipeline.sources.submit import Submission, submit_bytes, submit_path
 from core.services import Services
 from core.storage.models import UploadStatus, WatchedFile
@@ -85,6 +89,10 @@ class _Seen:
 
 class _Changed(Exception):
     """The file is not the settled version any more (written, replaced, removed)."""
+
+
+class _PassedOver(Exception):
+    """The content is not submitted (``core.pipeline.sources.admit``: a video, for now)."""
 
 
 class FolderWatcher:
@@ -147,7 +155,8 @@ class FolderWatcher:
                     stack.append((entry.path, rel))
                 elif stat.S_ISREG(st.st_mode):
                     found[rel] = (st.st_size, st.st_mtime_ns)
-                # else: FIFO, socket, device: never opened, silently skipped
+                else:  # FIFO, socket, device: never opened, but said
+                    self._warn_once(rel, "watch: not submitting %s: not a regular file", rel)
         return found
 
     def _symlink(self, entry: os.DirEntry, rel: str) -> None:
@@ -222,7 +231,12 @@ class FolderWatcher:
         if self._recorded(rel, sig):
             return None
         path = self.root.joinpath(*PurePosixPath(rel).parts)
-        sub = self._submit(rel, path, sig)
+        try:
+            sub = self._submit(rel, path, sig)
+        except _PassedOver as exc:
+            # Not recorded: a restart looks again (e.g. once videos are enabled).
+            self._warn_once(rel, "watch: not submitting %s: %s", rel, exc)
+            return None
         try:
             with self.svc.db.session() as s:
                 s.add(
@@ -287,12 +301,16 @@ class FolderWatcher:
             st = os.fstat(f.fileno())
             if not stat.S_ISREG(st.st_mode) or (st.st_size, st.st_mtime_ns) != sig:
                 raise _Changed(rel)
+            head = f.read(HEAD_BYTES)
+            decision = admit(head, named=True)  # in the folder by contract: an upload
+            if not decision.submit:
+                raise _PassedOver(decision.reason)
             limit = self.svc.limits.max_bytes
             if st.st_size > limit:
                 # submit_path rejects it as too_large from stat alone, without reading.
                 return submit_path(self.svc, path, source="watch")
-            chunks: list[bytes] = []
-            total = 0
+            chunks: list[bytes] = [head]
+            total = len(head)
             while total <= limit:
                 chunk = f.read(min(_READ_CHUNK, limit + 1 - total))
                 if not chunk:
