@@ -1,7 +1,7 @@
 """identities.name_key: names unique ignoring case, spacing and Unicode form
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005_review
 Create Date: 2026-11-30 02:00:00
 
 "Leonardo Dicaprio" registered beside "Leonardo DiCaprio" became a second identity
@@ -11,9 +11,6 @@ what must be unique. Existing rows are backfilled; if two of them share a key th
 upgrade stops with a message naming them, because merging two people (references,
 alerts) is not a decision a migration can take. On SQLite the table is rebuilt (NOT
 NULL); its AUTOINCREMENT counter is carried over so ids are never handed out again.
-
-Down revision 0004: issue 12's 0005 is developed in parallel; the chain is fixed when
-both are merged.
 """
 
 from collections import defaultdict
