@@ -219,7 +219,10 @@ def train_cmd(
         float, typer.Option(min=0.5, max=0.999, help="Threshold target (share of reals kept).")
     ] = 0.9,
     cv_folds: Annotated[
-        int, typer.Option(min=2, max=50, help="Identity-grouped CV folds for the estimate.")
+        int,
+        typer.Option(
+            min=0, max=50, help="Identity-grouped CV folds for the estimate (0 or 1: none)."
+        ),
     ] = 5,
     query_pairs: Annotated[
         bool,
