@@ -1,6 +1,8 @@
 """Self-contained HTML alert report: each suspected fake beside the reference photo.
 
-Thumbnails are inlined as data URIs so the file opens offline and can be mailed.
+Thumbnails are inlined as data URIs so the file opens offline and can be mailed. For a
+video the picture is the frame at the alert's moment (``frame_time_s``), re-read from
+the stored video, with the face box drawn on it.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ _TEMPLATE = """<!doctype html>
   <figure>
    <img alt="suspected fake" src="{{ a.upload_img }}">
    <figcaption>Suspected fake: upload {{ a.upload_id }} &middot; {{ a.upload }}
+   {% if a.frame_time_s is not none %}&middot; video frame at {{ "%.2f"|format(a.frame_time_s) }} s
+   (track {{ a.track_id }}){% endif %}
    </figcaption></figure>
   {% if a.crop_img %}<figure><img alt="suspected face" src="{{ a.crop_img }}">
    <figcaption>The face, enlarged</figcaption></figure>{% endif %}
@@ -62,6 +66,8 @@ _TEMPLATE = """<!doctype html>
   <tr><td>identity similarity</td><td>{{ "%.3f"|format(a.similarity) }}</td></tr>
   <tr><td>face quality</td><td>{{ "%.2f"|format(a.quality) }}</td></tr>
   <tr><td>face box</td><td>{{ a.box }}</td></tr>
+  {% if a.frame_time_s is not none %}<tr><td>moment in the video</td>
+   <td>{{ "%.2f"|format(a.frame_time_s) }} s, track {{ a.track_id }}</td></tr>{% endif %}
   <tr><td>detector</td><td>{{ a.detector }}</td></tr>
   <tr><td>time</td><td>{{ a.created_at[:19].replace("T", " ") }}</td></tr>
  </table>
@@ -103,15 +109,25 @@ def _load_scaled(
     return _thumb_uri(rgb, box, colour)
 
 
+def _video_frame(svc: Services, up: Upload, time_s: float, box: list[float]) -> str | None:
+    """The video's frame at ``time_s`` with the face box (boxes are in its pixels)."""
+    from core.pipeline.video_stages import frame_at
+
+    rgb = frame_at(svc, up, time_s)
+    return None if rgb is None else _thumb_uri(rgb, box, "#c62828")
+
+
 def write_report(svc: Services, out: Path, identity: str | None = None) -> int:
     alerts = list_alerts(svc, identity)
     with svc.db.session() as s:
         ups = {
-            u.id: u.path
+            u.id: u
             for u in s.scalars(
                 select(Upload).where(Upload.id.in_([a["upload_id"] for a in alerts]))
             )
         }
+        for u in ups.values():
+            s.expunge(u)
         refs = {
             r.id: (r.path, r.box)
             for r in s.scalars(
@@ -123,7 +139,11 @@ def write_report(svc: Services, out: Path, identity: str | None = None) -> int:
     rows = []
     for a in alerts:
         row = dict(a)
-        row["upload_img"] = _load_scaled(svc, ups[a["upload_id"]], a["box"]) or ""
+        up = ups[a["upload_id"]]
+        if a.get("frame_time_s") is not None:
+            row["upload_img"] = _video_frame(svc, up, a["frame_time_s"], a["box"]) or ""
+        else:
+            row["upload_img"] = _load_scaled(svc, up.path, a["box"]) or ""
         row["crop_img"] = _load_scaled(svc, a["crop_path"], None) if a["crop_path"] else None
         ref = refs.get(a["reference_id"]) if a["reference_id"] else None
         row["ref_img"] = _load_scaled(svc, ref[0], ref[1], "#2e7d32") if ref else None

@@ -39,6 +39,11 @@ class AlertOut(BaseModel):
     erased: bool
     notified: bool
     created_at: UtcDatetime
+    media_kind: str = Field("image", description="image or video.")
+    frame_time_s: float | None = Field(
+        None, description="Video: the moment (s from the start) the face was seen; null for images."
+    )
+    track_id: int | None = Field(None, description="Video: the face's track; null for images.")
 
 
 class UploadOut(BaseModel):
@@ -50,6 +55,12 @@ class UploadOut(BaseModel):
     created_at: UtcDatetime
     updated_at: UtcDatetime
     alerts: list[AlertOut]
+    media_kind: str = Field("image", description="image or video (told from the bytes).")
+    duration_s: float | None = Field(None, description="Video: its duration in seconds.")
+    segments_done: int | None = Field(
+        None, description="Video: segments analysed so far (progress); null for images."
+    )
+    segments_total: int | None = Field(None, description="Video: segments planned.")
 
 
 class Health(BaseModel):

@@ -31,6 +31,8 @@ ALERT_COLUMNS = [
     "similarity",
     "fake_score",
     "decision",
+    "frame_time_s",
+    "track_id",
     "created_at",
 ]
 
@@ -122,9 +124,14 @@ def status_cmd(as_json: JsonOpt = False) -> None:
     """Uploads by status, alerts, and (distributed) queue lengths and workers seen."""
     from core.alerts.listing import count_alerts
     from core.pipeline.identities import upload_counts
+    from core.pipeline.video_stages import progress as video_progress
 
     svc = services()
-    res: dict = {"uploads": upload_counts(svc), "alerts": count_alerts(svc)}
+    res: dict = {
+        "uploads": upload_counts(svc),
+        "alerts": count_alerts(svc),
+        "videos": video_progress(svc),  # unfinished videos: segments done of total
+    }
     if not svc.settings.embedded:
         from workers.ops.queues import queue_lengths, workers_seen
         from workers.ops.stack import recorded
@@ -143,6 +150,17 @@ def status_cmd(as_json: JsonOpt = False) -> None:
         )
     )
     out.print(f"alerts: {res['alerts']}")
+    if res["videos"]:
+        out.print(
+            table(
+                "Videos in progress",
+                [
+                    {**v, "segments": f"{v['segments_done']}/{v['segments_total'] or '?'}"}
+                    for v in res["videos"]
+                ],
+                ["upload_id", "status", "segments", "duration_s"],
+            )
+        )
     if "queues" in res:
         out.print(
             table(
@@ -181,6 +199,25 @@ def purge_cmd(
     res = purge_uploads(services(), older_than_days, dry_run=dry_run)
     verb = "would purge" if dry_run else "purged"
     out.print(f"{verb} {res.uploads} upload(s), {res.faces} face(s), {res.vectors} vector(s)")
+
+
+def video_alert_lines(alerts: list[dict], videos: list[dict]) -> list[str]:
+    """One line per video alert: who, which track, when (and the demo clip's truth)."""
+    swaps = {Path(v["path"]).name: v for v in videos}
+    lines = []
+    for a in alerts:
+        if a.get("frame_time_s") is None:
+            continue
+        name = Path(a["upload"]).name
+        line = (
+            f"video alert: {name}: {a['identity'] or '(erased)'} at {a['frame_time_s']:.2f} s "
+            f"(track {a['track_id']}, fake score {a['fake_score']:.3f})"
+        )
+        if name in swaps:
+            lo, hi = swaps[name]["swap_s"]
+            line += f"; the swapped segment is {lo:.1f}-{hi:.1f} s"
+        lines.append(line)
+    return lines
 
 
 @scan_app.command("demo")
@@ -232,6 +269,8 @@ def demo_cmd(
     for r in alerts:
         r["upload"] = Path(r["upload"]).name
     out.print(table(f"Alerts ({len(alerts)})", alerts, ALERT_COLUMNS))
+    for line in video_alert_lines(alerts, res.videos):
+        out.print(line)
     out.print(
         f"against the labels: fakes of protected people alerted {res.fakes_alerted}/{res.fakes}; "
         f"their real photos alerted {res.reals_alerted}/{res.reals}; "

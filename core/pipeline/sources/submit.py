@@ -54,7 +54,11 @@ def submit_bytes(svc: Services, data: bytes, name: str, source: str = "cli") -> 
     if media_decision(data[:SNIFF_BYTES])[0] == "video":
         import io
 
-        return submit_video_stream(svc, io.BytesIO(data), name, source)
+        try:
+            return submit_video_stream(svc, io.BytesIO(data), name, source)
+        except Rejected as rej:  # over the video limit: recorded, never stored
+            sha = hashlib.sha256(data).hexdigest()
+            return _insert(svc, sha, name, name, source, UploadStatus.rejected, str(rej), "video")
     sha = hashlib.sha256(data).hexdigest()
     with svc.db.session() as s:
         existing = s.scalar(select(Upload).where(Upload.sha256 == sha))
