@@ -71,12 +71,13 @@ def submit_bytes(svc: Services, data: bytes, name: str, source: str = "cli") -> 
 def submit_path(svc: Services, path: Path, source: str = "cli") -> Submission:
     """Submit one file. Files that cannot even be read (too big, not a regular file)
     still get a status row, rejected with the reason, so nothing disappears."""
+    kind, _ = media_decision(_peek(Path(path)))
     try:
-        if media_decision(_peek(Path(path)))[0] == "video":
+        if kind == "video":
             return _submit_video_path(svc, Path(path), source)
         data = read_bytes(path, svc.limits)
     except Rejected as rej:
-        return _unread(svc, path, source, rej)
+        return _unread(svc, path, source, rej, kind or "image")
     return submit_bytes(svc, data, str(path), source)
 
 
@@ -121,10 +122,14 @@ def _peek(path: Path) -> bytes:
         os.close(fd)
 
 
-def _unread(svc: Services, path: Path, source: str, rej: Rejected) -> Submission:
+def _unread(
+    svc: Services, path: Path, source: str, rej: Rejected, media_kind: str = "image"
+) -> Submission:
     ident = f"unread:{Path(path).resolve()}:{rej.code}".encode("utf-8", "surrogateescape")
     key = hashlib.sha256(ident).hexdigest()
-    return _insert(svc, key, str(path), str(path), source, UploadStatus.rejected, str(rej))
+    return _insert(
+        svc, key, str(path), str(path), source, UploadStatus.rejected, str(rej), media_kind
+    )
 
 
 def _insert(
