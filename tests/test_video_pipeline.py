@@ -107,6 +107,8 @@ def test_swapped_segment_alert_names_the_track_and_the_moment(make_services, cli
         # The alert points at the worst moment and the face seen then.
         assert SWAP_S[0] <= alert.frame_time_s < SWAP_S[1]
         assert face.frame_time_s == alert.frame_time_s and face.upload_id == uid
+    [event] = svc.notifier("memory").events  # what a receiver gets names the moment too
+    assert (event.frame_time_s, event.track_id) == (alert.frame_time_s, alert.track_id)
     [row] = list_alerts(svc)
     assert row["media_kind"] == "video" and row["identity"] == EILEEN
     assert row["frame_time_s"] == pytest.approx(alert.frame_time_s, abs=1e-3)

@@ -35,6 +35,9 @@ class AlertEvent:
     upload_name: str
     box: list[float]
     created_at: str
+    # Videos: the moment (seconds from the start) and the track; null for images.
+    frame_time_s: float | None = None
+    track_id: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
