@@ -318,3 +318,32 @@ def test_api_takes_a_video_under_its_own_limit(make_services, clips):
     assert r.status_code == 413 and str(limit) in r.json()["detail"]
     assert _count(small, Upload) == 0
     assert not list(small.files.abs("uploads").rglob("*.mp4"))  # nothing left behind
+
+
+# --- sources: one rule for every source --------------------------------------------------------
+
+
+def test_media_decision_submits_images_and_videos_and_skips_the_rest():
+    from tests import videogen
+
+    assert media_decision(videogen.clip(container="matroska")) == ("video", None)
+    assert media_decision(videogen.flv()) == ("video", None)  # rejected later, with its name
+    assert media_decision(imagegen.png()) == ("image", None)
+    kind, reason = media_decision(imagegen.html_page())
+    assert kind is None and "neither an image nor a video" in reason
+    assert media_decision(b"") == (None, "empty file")
+
+
+def test_watched_folder_takes_a_video(make_services, tmp_path):
+    from core.pipeline.sources.watchfolder import FolderWatcher
+    from tests import videogen
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "clip.bin").write_bytes(videogen.clip(40, container="webm", codec="libvpx"))
+    svc = make_services()
+    watcher = FolderWatcher(svc, inbox, InlineDispatcher(svc), settle_s=0.0)
+    [uid] = watcher.poll_once() + watcher.poll_once()  # taken once, on the first settled pass
+    up = _upload(svc, uid)
+    assert up.media_kind == "video" and up.status == "done" and up.path.endswith(".webm")
+    assert up.duration_s == pytest.approx(4.0, abs=0.15) and up.n_faces == 0
