@@ -1,9 +1,12 @@
 """The flow of work, declared once.
 
 An upload goes crop -> embed -> index -> classify; every alert that raises is then
-delivered by notify, once per (alert, notifier). Two jobs about a person start flows of
-their own: backfill (a person registered after uploads were scanned: their earlier faces
-get a verdict, and the alerts go on to notify) and erasure.
+delivered by notify, once per (alert, notifier). A video's crop splits it into segments
+(``crop_segment``, on the crop queue, one message per segment), each handing on to
+embed; embed hands the video on to index once its last segment is embedded. Two jobs
+about a person start flows of their own: backfill (a person registered after uploads
+were scanned: their earlier faces get a verdict, and the alerts go on to notify) and
+erasure.
 
 Everything else is read from the table below, never written again elsewhere:
 
@@ -17,8 +20,9 @@ Everything else is read from the table below, never written again elsewhere:
 - what a stage's final failure does to its subject (``ON_FAILURE``).
 
 A stage function takes ``(services, id)`` and returns the ids the next stage should get
-(an empty list: nothing goes on). Adding a stage is one ``Stage`` here, its function,
-and its one-line task in ``workers/tasks.py``.
+(an empty list: nothing goes on), or a ``Split``: ids for the stage named by its
+``split`` (the parts its subject was cut into), which hand on from there. Adding a
+stage is one ``Stage`` here, its function, and its one-line task in ``workers/tasks.py``.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from typing import Any
 from core.registry import load_object
 
 # What a stage's id names.
-UPLOAD, NOTIFICATION, JOB = "upload", "notification", "job"
+UPLOAD, NOTIFICATION, JOB, SEGMENT = "upload", "notification", "job", "segment"
 
 # Upload statuses outside the stages: the first, and the two ends besides the last stage's.
 RECEIVED, REJECTED, FAILED = "received", "rejected", "failed"
@@ -45,18 +49,34 @@ class Stage:
     subject: str  # what the id names: UPLOAD, NOTIFICATION or JOB
     reaches: str | None = None  # the upload status once it ran (upload stages)
     then: str | None = None  # the stage that gets its output (filled in for the line)
+    split: str | None = None  # the stage that gets the parts when it returns a ``Split``
 
     @property
     def task_name(self) -> str:
         return f"idwatch.{self.name}"
 
-    def function(self) -> Callable[[Any, int], list[int]]:
+    def function(self) -> Callable[[Any, int], list[int] | Split]:
         return load_object(self.run)
+
+
+@dataclass(frozen=True)
+class Split:
+    """A stage's output when it cut its subject into parts: the parts' ids go to the
+    stage's ``split`` stage (one message each), not to its next stage."""
+
+    ids: tuple[int, ...]
 
 
 # The line every upload follows, in order; each stage hands its output to the next.
 UPLOAD_LINE = (
-    Stage("crop", "crop", "core.pipeline.detection:crop", UPLOAD, reaches="cropped"),
+    Stage(
+        "crop",
+        "crop",
+        "core.pipeline.detection:crop",
+        UPLOAD,
+        reaches="cropped",
+        split="crop_segment",
+    ),
     Stage("embed", "embed", "core.pipeline.detection:embed", UPLOAD, reaches="embedded"),
     Stage("index", "index", "core.pipeline.matching:index", UPLOAD, reaches="indexed"),
     Stage("classify", "classify", "core.pipeline.verdicts:classify", UPLOAD, reaches="done"),
@@ -71,16 +91,31 @@ JOBS = (
     Stage("erasure", "index", "core.pipeline.erasure:run_erasure", JOB),
 )
 
+# Parts of a subject, each its own message: a video's segments (rows in
+# ``video_segments``) are cropped one per task, so a long video never holds a worker for
+# minutes and several workers share it; each segment then goes on to embed.
+PARTS = (
+    Stage(
+        "crop_segment",
+        "crop",
+        "core.pipeline.video_stages:crop_segment",
+        SEGMENT,
+        then="embed",
+    ),
+)
+
 # What the last failure of a stage (retries spent) does: ``(services, id, error)``.
 ON_FAILURE = {
     UPLOAD: "core.pipeline.status:mark_failed",  # terminal ``failed`` with the error
     NOTIFICATION: "core.pipeline.delivery:note_failure",  # stays pending for the sweeper
     JOB: "core.pipeline.jobs:mark_failed",  # ``failed``; the sweeper runs it again
+    SEGMENT: "core.pipeline.video_stages:mark_segment_failed",  # its upload ``failed``
 }
 
 
 class Flow:
     def __init__(self, line: tuple[Stage, ...], jobs: tuple[Stage, ...] = ()) -> None:
+        # ``jobs``: every stage off the line (jobs about a person, parts of a subject).
         # On the line, each stage hands on to the one after it; jobs say where they go.
         chained = [
             replace(s, then=nxt.name if nxt else None)
@@ -91,8 +126,9 @@ class Flow:
         if len(self.stages) != len(line) + len(jobs):
             raise ValueError("stage names must be unique")
         for s in self.stages.values():
-            if s.then is not None and s.then not in self.stages:
-                raise ValueError(f"stage {s.name} hands on to unknown stage {s.then}")
+            for target in (s.then, s.split):
+                if target is not None and target not in self.stages:
+                    raise ValueError(f"stage {s.name} hands on to unknown stage {target}")
 
     def __getitem__(self, name: str) -> Stage:
         return self.stages[name]
@@ -127,7 +163,7 @@ class Flow:
         return (self.order[-1], REJECTED, FAILED)
 
 
-FLOW = Flow(UPLOAD_LINE, JOBS)
+FLOW = Flow(UPLOAD_LINE, (*JOBS, *PARTS))
 
 
 class _Status(enum.StrEnum):

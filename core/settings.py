@@ -102,7 +102,9 @@ class Settings(BaseSettings):
     api_keys: SecretStr | None = None
     api_host: str = "127.0.0.1"
     api_port: int = 8000
-    api_max_request_bytes: int = 32 * 1024 * 1024
+    # The whole request body; default: the larger upload limit (a video's) plus 1 MiB for
+    # the form around it. Each upload is then held to its kind's limit (413 above it).
+    api_max_request_bytes: int | None = None
 
     # Review pages (/review on the API app) and the review workflow (core/review).
     # Users: "name:hash" entries separated by whitespace or ";" (argon2 hashes contain
@@ -145,6 +147,12 @@ class Settings(BaseSettings):
         # Resolved once, when read: the default ./idwatch-data depends on the working
         # directory, so every path shown and derived is the absolute one.
         return v.expanduser().absolute()
+
+    @property
+    def resolved_api_max_request_bytes(self) -> int:
+        if self.api_max_request_bytes is not None:
+            return self.api_max_request_bytes
+        return max(self.max_upload_bytes, self.max_video_bytes) + (1 << 20)
 
     @property
     def resolved_model_dir(self) -> Path:

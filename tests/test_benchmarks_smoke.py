@@ -81,11 +81,16 @@ def test_gpu_skips_without_cuda():
 
 def test_video_tiny():
     res = run_module(
-        "benchmarks.video", "--seconds", "2", "--fps", "10", "--sizes", "320x180", timeout=300
-    )
+        "benchmarks.video", "--seconds", "2", "--fps", "10", "--sizes", "320x180",
+        "--pipeline", "--segment-s", "1", timeout=300,
+    )  # fmt: skip
     [run] = res["runs"]
     assert res["face_backend"] == "dlib" and run["size"] == "320x180"
     assert run["video_s"] == 2.0 and run["sampled_frames"] == 4  # 2 per second
     assert run["faces"] >= run["sampled_frames"] and run["tracks"] >= 1
     per_s = run["seconds_per_video_s"]
     assert per_s["total"] >= per_s["detect"] + per_s["embed"] > 0
+    [pipe] = res["pipeline"]  # the embedded pipeline: one crop, a crop_segment per segment
+    assert pipe["status"] == "done" and pipe["segments"] == 2
+    assert pipe["stage_runs"]["crop"] == 1 and pipe["stage_runs"]["crop_segment"] == 2
+    assert pipe["faces"] >= 4 and pipe["seconds"]["total"] >= pipe["seconds"]["crop_segment"] > 0

@@ -82,8 +82,13 @@ def test_demo_main_job(tmp_path):
     res = _json(_run(tmp_path / "unused", "demo", "--workdir", str(work), "--json"))
     r = res["result"]
     assert set(r["registered"]) == {"Eileen Collins", "Tom Hanks"}
-    assert r["summary"]["scanned"] == 20 and r["summary"]["failed"] == 0
-    assert r["fakes"] == 8 and r["reals"] == 6
+    # 20 images and the video with a face-swapped segment.
+    assert r["summary"]["scanned"] == 21 and r["summary"]["failed"] == 0
+    assert r["fakes"] == 9 and r["reals"] == 6
+    [video] = r["videos"]
+    [alert] = [a for a in res["alerts"] if a["frame_time_s"] is not None]
+    assert alert["upload"] == video["path"] and alert["identity"] == video["identity"]
+    assert video["swap_s"][0] <= alert["frame_time_s"] < video["swap_s"][1]
     # Tom Hanks is registered after the scan: his alerts come from backfill.
     tom_alerts = [a for a in res["alerts"] if a["identity"] == "Tom Hanks"]
     assert r["backfill_alerts"] == len(tom_alerts)

@@ -28,6 +28,9 @@ def test_statuses_queues_and_next_stage_come_from_the_flow():
     ]
     assert FLOW.after("notify") is None and FLOW.after("erasure") is None
     assert FLOW.after("backfill").name == "notify"  # backfill alerts are delivered too
+    # A video's crop splits it into segments, cropped on the same queue, then embedded.
+    assert FLOW["crop"].split == "crop_segment" and FLOW["crop_segment"].queue == "crop"
+    assert FLOW.after("crop_segment").name == "embed"
     assert reached("indexed", "cropped") and not reached("cropped", "indexed")
     for stage in FLOW.stages.values():
         assert callable(stage.function()), stage.run
@@ -38,7 +41,8 @@ def test_adding_a_stage_is_one_entry():
     status, queue and place without touching anything else."""
     line = list(FLOW.line)
     line.insert(1, Stage("dedupe", "dedupe", "core.pipeline.detection:crop", UPLOAD, "deduped"))
-    flow = Flow(tuple(line), tuple(s for s in FLOW.stages.values() if s.subject == JOB))
+    off_line = tuple(s for s in FLOW.stages.values() if s not in FLOW.line)  # jobs, parts
+    flow = Flow(tuple(line), off_line)
     assert flow.order[:3] == ("received", "cropped", "deduped")
     assert "dedupe" in flow.queues
     assert flow.after("crop").name == "dedupe" and flow.after("dedupe").name == "embed"

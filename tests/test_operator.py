@@ -31,7 +31,7 @@ from core.names import name_key
 from core.pipeline.dispatch import InlineDispatcher
 from core.pipeline.identities import register_identity
 from core.pipeline.retention import purge_uploads
-from core.pipeline.sources.admit import VIDEO_NOT_ENABLED, admit
+from core.pipeline.sources.admit import admit
 from core.pipeline.sources.scan import scan
 from core.pipeline.sources.watchfolder import FolderWatcher
 from core.settings import Settings
@@ -66,12 +66,12 @@ def test_admit_decides_by_content_in_one_place(demo_set):
     png = (demo_set / "uploads" / "fake_eileen_person3.png").read_bytes()[:1024]
     assert admit(png).submit and admit(png).kind == "image"
     video = admit(_mp4()[:1024])
-    assert (video.submit, video.kind, video.reason) == (False, "video", VIDEO_NOT_ENABLED)
+    assert (video.submit, video.kind, video.reason) == (True, "video", None)
     assert admit(b"hello\n").reason == "not an image or video (plain text)"
     assert admit(b"").reason == "empty file"
     # Named by hand (command line, API, watched folder): an upload that gets its reason.
     assert admit(b"hello\n", named=True).submit
-    assert not admit(_mp4()[:1024], named=True).submit  # videos: not yet, anywhere
+    assert admit(_mp4()[:1024], named=True).kind == "video"
 
 
 @pytest.fixture
@@ -98,56 +98,53 @@ def test_scan_lists_every_file_it_did_not_submit(tmp_path, demo_set, drop):
     ref = load_references(demo_set)[EILEEN][0]
     _run(["--data-dir", str(data), "identity", "add", EILEEN, str(ref)])
     summary = _json(_run(["--data-dir", str(data), "scan", str(drop), "--json"]))
-    assert (summary["seen"], summary["submitted"], summary["new"]) == (8, 2, 2)
+    assert (summary["seen"], summary["submitted"], summary["new"]) == (8, 3, 3)
     assert summary["judged_fake"] == 2  # the two JPEG-less fakes were scanned for real
     assert {Path(r["path"]).name: r["reason"] for r in summary["skipped"]} == {
         "notes.txt": "not an image or video (plain text)",
         "empty": "empty file",
-        "clip.mp4": "video (video uploads are not enabled yet)",
         "pipe": "not a regular file (FIFO, socket or device; never opened)",
         "link": f"symbolic link out of the folder (to {tmp_path / 'outside.png'}; not followed)",
         "broken": "broken symbolic link",
     }
     # The same folder again: nothing new, and the list again, in the human output.
     res = _run(["--data-dir", str(data), "scan", str(drop)])
-    assert "scanned 0 new upload(s), 2 already known:" in res.stdout
-    assert "not submitted: 6 of 8 file(s) seen" in res.stdout
+    assert "scanned 0 new upload(s), 3 already known:" in res.stdout
+    assert "not submitted: 5 of 8 file(s) seen" in res.stdout
     assert f"{drop / 'notes.txt'}: not an image or video (plain text)" in res.stdout
-    assert f"{drop / 'clip.mp4'}: video (video uploads are not enabled yet)" in res.stdout
 
 
-def test_named_files_are_uploads_videos_are_listed(svc, tmp_path):
+def test_named_files_are_uploads_whatever_their_name(svc, tmp_path):
     text_file, video = tmp_path / "notes.jpg", tmp_path / "movie"
     text_file.write_text("not a picture")
     video.write_bytes(_mp4())
     s = scan(svc, [text_file, video])
-    assert s.submitted == 1 and s.rejected_reasons == {"not_an_image": 1}
-    assert s.skipped == [{"path": str(video), "reason": VIDEO_NOT_ENABLED}]
+    assert s.submitted == 2 and s.rejected_reasons == {"not_an_image": 1}
+    assert s.skipped == [] and s.done == 1  # the extension-less video was analysed
 
 
 def test_watched_folder_says_what_it_does_not_submit(make_services, tmp_path, caplog):
     svc = make_services()
     root = tmp_path / "watched"
     root.mkdir()
-    (root / "clip.mp4").write_bytes(_mp4())
+    (root / "notes.txt").write_bytes(b"")
     os.mkfifo(root / "pipe")
     w = FolderWatcher(svc, root, InlineDispatcher(svc), settle_s=0.0, poll_s=0.01)
     with caplog.at_level(logging.WARNING, logger="core.pipeline.sources.watchfolder"):
         assert w.poll_once() == [] and w.poll_once() == []
     lines = [r.getMessage() for r in caplog.records]
-    assert lines.count(f"watch: not submitting clip.mp4: {VIDEO_NOT_ENABLED}") == 1
     assert lines.count("watch: not submitting pipe: not a regular file") == 1
     with svc.db.session() as s:
         assert s.scalar(select(func.count()).select_from(Upload)) == 0
 
 
-def test_api_refuses_a_video_with_the_reason(make_services):
+def test_api_takes_a_video_by_its_content_not_its_name(make_services):
     svc = make_services(api_keys="k")
     client = TestClient(create_app(svc, InlineDispatcher(svc)), headers={"X-API-Key": "k"})
     r = client.post("/uploads", files={"file": ("clip.jpg", _mp4(), "image/jpeg")})
-    assert r.status_code == 415 and r.json()["detail"] == f"not accepted: {VIDEO_NOT_ENABLED}"
+    assert r.status_code == 202, r.text
     with svc.db.session() as s:
-        assert s.scalar(select(func.count()).select_from(Upload)) == 0
+        assert s.scalar(select(Upload.media_kind)) == "video"
 
 
 # --- 2. where the data lives; read-only commands never create a store --------------------

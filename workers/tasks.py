@@ -104,6 +104,7 @@ def flow_task(name: str, **options: Any) -> Task:
 _settings = get_settings()
 
 crop = flow_task("crop")
+crop_segment = flow_task("crop_segment")  # one segment of a video (crop queue)
 embed = flow_task("embed")
 index = flow_task("index")
 classify = flow_task("classify")

@@ -1,11 +1,16 @@
-"""Alert rows for the CLI, the report and the API."""
+"""Alert rows for the CLI, the report and the API.
+
+A video alert names its moment and track: ``frame_time_s`` (seconds from the start of
+the video; the face of the row was seen then) and ``track_id``; both are null for an
+image, and ``media_kind`` says which it is.
+"""
 
 from __future__ import annotations
 
 from sqlalchemy import select
 
-from core.review.actions import review_dict
 from core.names import name_key
+from core.review.actions import review_dict
 from core.services import Services
 from core.storage.models import Alert, Face, Identity, Upload
 
@@ -48,6 +53,9 @@ def list_alerts(
                 "notified": a.notified_at is not None,
                 "created_at": a.created_at.isoformat(),
                 "review": review_dict(a),
+                "media_kind": u.media_kind,
+                "frame_time_s": None if a.frame_time_s is None else round(a.frame_time_s, 3),
+                "track_id": a.track_id,
             }
             for a, f, u in s.execute(q)
         ]

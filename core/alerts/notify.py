@@ -38,6 +38,10 @@ class AlertEvent:
     created_at: str
     type: str = "alert"
 
+    # Videos: the moment (seconds from the start) and the track; null for images.
+    frame_time_s: float | None = None
+    track_id: int | None = None
+
     @property
     def key(self) -> str:
         """Names this event across delivery attempts (the webhook-id before the notifier)."""

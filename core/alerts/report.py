@@ -1,6 +1,8 @@
 """Self-contained HTML alert report: each suspected fake beside the reference photo.
 
-Thumbnails are inlined as data URIs so the file opens offline and can be mailed.
+Thumbnails are inlined as data URIs so the file opens offline and can be mailed. For a
+video the picture is the frame at the alert's moment (``frame_time_s``), re-read from
+the stored video, with the face box drawn on it.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ _TEMPLATE = """<!doctype html>
   <figure>
    <img alt="suspected fake" src="{{ a.upload_img }}">
    <figcaption>Suspected fake: upload {{ a.upload_id }} &middot; {{ a.upload }}
+   {% if a.frame_time_s is not none %}&middot; video frame at {{ "%.2f"|format(a.frame_time_s) }} s
+   (track {{ a.track_id }}){% endif %}
    </figcaption></figure>
   {% if a.crop_img %}<figure><img alt="suspected face" src="{{ a.crop_img }}"
    width="{{ view }}" height="{{ view }}">
@@ -70,6 +74,8 @@ _TEMPLATE = """<!doctype html>
   <tr><td>identity similarity</td><td>{{ "%.3f"|format(a.similarity) }}</td></tr>
   <tr><td>face quality</td><td>{{ "%.2f"|format(a.quality) }}</td></tr>
   <tr><td>face box</td><td>{{ a.box }}</td></tr>
+  {% if a.frame_time_s is not none %}<tr><td>moment in the video</td>
+   <td>{{ "%.2f"|format(a.frame_time_s) }} s, track {{ a.track_id }}</td></tr>{% endif %}
   <tr><td>detector</td><td>{{ a.detector }}</td></tr>
   <tr><td>time</td><td>{{ a.created_at[:19].replace("T", " ") }}</td></tr>
  </table>
@@ -146,15 +152,24 @@ def _decoded(svc: Services, rel: str) -> np.ndarray | None:
         return None
 
 
+def _video_frame(svc: Services, up: Upload, time_s: float) -> np.ndarray | None:
+    """The video's frame at ``time_s`` (face boxes are in its pixels)."""
+    from core.pipeline.video_stages import frame_at
+
+    return frame_at(svc, up, time_s)
+
+
 def write_report(svc: Services, out: Path, identity: str | None = None) -> int:
     alerts = list_alerts(svc, identity)
     with svc.db.session() as s:
         ups = {
-            u.id: u.path
+            u.id: u
             for u in s.scalars(
                 select(Upload).where(Upload.id.in_([a["upload_id"] for a in alerts]))
             )
         }
+        for u in ups.values():
+            s.expunge(u)
         refs = {
             r.id: (r.path, r.box)
             for r in s.scalars(
@@ -166,7 +181,11 @@ def write_report(svc: Services, out: Path, identity: str | None = None) -> int:
     rows = []
     for a, rank in zip(alerts, ranks([a["fake_score"] for a in alerts]), strict=True):
         row = dict(a, rank=rank, fake_text=score_text(a["fake_score"]))
-        up = _decoded(svc, ups[a["upload_id"]])
+        up_row = ups[a["upload_id"]]
+        if a.get("frame_time_s") is not None:  # a video: the frame at the worst moment
+            up = _video_frame(svc, up_row, a["frame_time_s"])
+        else:
+            up = _decoded(svc, up_row.path)
         row["upload_img"] = _jpeg_uri(overview(up, a["box"], "#c62828")) if up is not None else ""
         row["crop_img"] = _jpeg_uri(face_view(up, a["box"])) if up is not None else None
         ref = refs.get(a["reference_id"]) if a["reference_id"] else None

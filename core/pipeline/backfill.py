@@ -10,12 +10,13 @@ the detector); the sweeper runs it again if it failed or its message was lost.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 from sqlalchemy import select
 
-from core.pipeline import delivery, jobs
-from core.pipeline.matching import add_match, best_identity_hits
+from core.pipeline import delivery, jobs, video_stages
+from core.pipeline.matching import add_match, best_identity_hits, set_match_track
 from core.pipeline.verdicts import reference_views, score_matches
 from core.services import Services
 from core.storage.models import Alert, Face, Identity, Match
@@ -72,12 +73,19 @@ def backfill(svc: Services, identity_id: int) -> BackfillResult:
                 )
             )
         )
+    # A video's faces claim by track, as the index stage decided them: one match per
+    # track (on its best face), never one per frame.
+    in_videos = video_stages.video_faces(svc, [fid for fid, _ in rows])
+    rows = [r for r in rows if r[0] not in in_videos]
     # Decide each candidate face the way the index stage does, against every protected
     # identity, so a face claims the new person only if it would have claimed them then.
     claims = (
         best_identity_hits(svc, np.stack([np.frombuffer(e, np.float32) for _, e in rows]))
         if rows
         else []
+    )
+    track_claims = video_stages.track_claims(
+        svc, sorted(in_videos), identity_id, partial(best_identity_hits, svc)
     )
     with svc.db.session() as s:
         ident = s.get(Identity, identity_id)
@@ -89,6 +97,10 @@ def backfill(svc: Services, identity_id: int) -> BackfillResult:
                 sim, ref_id = claimed[identity_id]
                 if add_match(s, fid, identity_id, sim, ref_id):
                     new.append(fid)
+        for fid, sim, ref_id, track_id in track_claims:
+            if add_match(s, fid, identity_id, sim, ref_id):
+                set_match_track(s, fid, identity_id, track_id)
+                new.append(fid)
         match_ids = list(
             s.scalars(
                 select(Match.id).where(Match.identity_id == identity_id, Match.face_id.in_(new))

@@ -96,6 +96,8 @@ def _event(s: Session, alert_id: int) -> AlertEvent | None:
         upload_name=u.original_name,
         box=list(f.box),
         created_at=a.created_at.isoformat(),
+        frame_time_s=a.frame_time_s,
+        track_id=a.track_id,
     )
 
 

@@ -1,8 +1,8 @@
 """The demo job: register protected people, scan uploads, compare alerts with labels.
 
 Works on the built-in offline demo set (made from images that installed packages
-ship, with fakes the project makes) or on any folder with a faces-dev style
-``manifest.csv``.
+ship, with fakes the project makes, and a short video with one face-swapped segment)
+or on any folder with a faces-dev style ``manifest.csv``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.alerts.listing import count_alerts
-from core.demo.dataset import ManifestRow, build_demo_set, load_manifest, load_references
+from core.demo.dataset import (
+    EILEEN,
+    ManifestRow,
+    build_demo_set,
+    load_manifest,
+    load_references,
+)
 from core.pipeline.identities import RegistrationError, register_identity
 from core.pipeline.sources.scan import ScanSummary, scan
 from core.services import Services
@@ -36,6 +42,8 @@ class DemoResult:
     # Uploads with an alert naming someone the image is not labelled as (false alarms
     # on other people, anonymous faces included).
     others_alerted: int = 0
+    # The demo video: path, who its swapped segment impersonates and when ([start, end) s).
+    videos: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         d = dict(self.__dict__)
@@ -66,6 +74,9 @@ def run_demo(
         manifest = build_demo_set(set_dir)
         refs = load_references(set_dir)
         rows = load_manifest(manifest)
+        video = demo_video(set_dir)
+        rows.append(video)
+        res.videos.append({"path": str(video.path), "identity": EILEEN, "swap_s": VIDEO_SWAP_S})
         uploads = [r.path for r in rows]
         # Register the first person before scanning and the second after, to show that
         # registration also protects retroactively (backfill over the face index).
@@ -108,6 +119,28 @@ def run_demo(
 
     _score_against_labels(svc, rows, set(res.registered), res)
     return res
+
+
+# The demo video: 5 s of two people of t1.jpg, one of them carrying Eileen Collins' face
+# from 2.0 s to 3.5 s (core.demo.video).
+VIDEO_SWAP_S = (2.0, 3.5)
+
+
+def demo_video(set_dir: Path) -> ManifestRow:
+    """Make the demo's video next to the demo set; its manifest row (label fake)."""
+    from core.demo.video import build_demo_video
+
+    path = set_dir / "videos" / "clip_eileen_swapped_2.0-3.5s.mp4"
+    clip = build_demo_video(path, identity=EILEEN, swap_s=VIDEO_SWAP_S)
+    return ManifestRow(
+        path=clip.path.resolve(),
+        label="fake",
+        identities=[EILEEN],
+        method="faceswap (video segment)",
+        source="core.demo.video from insightface t1.jpg and skimage astronaut",
+        notes=f"{clip.duration_s:.0f} s at {clip.fps} fps, {EILEEN} swapped in "
+        f"{VIDEO_SWAP_S[0]}-{VIDEO_SWAP_S[1]} s",
+    )
 
 
 def _score_against_labels(

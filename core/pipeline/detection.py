@@ -3,6 +3,8 @@
 Each takes an upload id, reads what it needs from storage, writes its results to
 storage, advances the upload's status and returns the upload ids the next stage gets.
 Each is idempotent: run twice (a redelivered task), it does nothing new the second time.
+A video's crop splits it into segments and its embed counts them
+(``core.pipeline.video_stages``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from core.errors import Rejected
 from core.faces.base import DetectedFace
 from core.faces.crops import loose_crop
 from core.faces.quality import face_quality
+from core.flow import Split
 from core.intake import DecodedImage
+from core.pipeline import video_stages
 from core.pipeline.status import load_upload, mark_rejected, reached
 from core.services import Services
 from core.storage.models import Face, Upload, UploadStatus
@@ -42,11 +46,14 @@ def _goes_on(upload_id: int, status: str) -> list[int]:
 
 
 # -- crop ----------------------------------------------------------------------------
-def crop(svc: Services, upload_id: int) -> list[int]:
+def crop(svc: Services, upload_id: int) -> list[int] | Split:
     """Decode the upload under the intake limits, detect faces, store aligned chips
     (for the embedder) and loose crops (for forensics and reports). An upload with no
-    usable face is done here; bad input is rejected with its reason."""
+    usable face is done here; bad input is rejected with its reason. A video is probed
+    and split into segments, each cropped by its own task."""
     up = load_upload(svc, upload_id)
+    if video_stages.is_video(up):
+        return video_stages.plan(svc, up)
     if reached(up.status, UploadStatus.cropped):
         return _goes_on(upload_id, up.status)
     try:
@@ -124,7 +131,8 @@ def embed(svc: Services, upload_id: int) -> list[int]:
 def embed_batch(svc: Services, upload_ids: list[int]) -> list[int]:
     with svc.db.session() as s:
         ups = {u.id: u.status for u in s.scalars(select(Upload).where(Upload.id.in_(upload_ids)))}
-        todo = [i for i in upload_ids if ups.get(i) == UploadStatus.cropped]
+        videos = video_stages.segments_to_count(s, upload_ids)  # before their faces are read
+        todo = [i for i in upload_ids if ups.get(i) == UploadStatus.cropped or i in videos]
         faces = list(
             s.execute(
                 select(Face.id, Face.chip_path, Face.face_backend).where(
@@ -144,6 +152,9 @@ def embed_batch(svc: Services, upload_ids: list[int]) -> list[int]:
         for uid in upload_ids:
             row = s.get(Upload, uid)
             if row is None:
+                continue
+            if video_stages.is_video(row):  # goes on once, when its last segment is counted
+                going_on += video_stages.count_embedded(s, uid, videos.get(uid, []))
                 continue
             if row.status == UploadStatus.cropped:
                 row.status = UploadStatus.embedded

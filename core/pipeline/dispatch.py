@@ -20,7 +20,7 @@ import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 
-from core.flow import FLOW, Stage, UploadStatus, fail
+from core.flow import FLOW, Split, Stage, UploadStatus, fail
 from core.pipeline.status import get_status, mark_failed
 from core.registry import Registry
 from core.services import Services
@@ -45,8 +45,16 @@ class Dispatcher(ABC):
     def send(self, stage: Stage, subject_id: int) -> None:
         """Run (or queue) ``stage`` for one id."""
 
-    def hand_on(self, stage: Stage, next_ids: Iterable[int]) -> None:
-        """Give what ``stage`` produced to the stage after it in the flow."""
+    def hand_on(self, stage: Stage, next_ids: Iterable[int] | Split) -> None:
+        """Give what ``stage`` produced to the stage after it in the flow (a ``Split``:
+        each part to the stage's ``split`` stage)."""
+        if isinstance(next_ids, Split):
+            if stage.split is None:
+                raise ValueError(f"stage {stage.name} declares no split stage")
+            part = FLOW[stage.split]
+            for part_id in next_ids.ids:
+                self.send(part, part_id)
+            return
         nxt = FLOW.after(stage.name)
         if nxt is not None:
             for subject_id in next_ids:

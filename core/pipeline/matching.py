@@ -3,16 +3,24 @@ identities each face claims (a ``Match`` row per claim).
 
 Backfill decides claims the same way (``best_identity_hits``), so a face claims a person
 registered later only if it would have claimed them at upload time.
+
+A video's faces are first tracked across the whole video; each track makes one identity
+decision (``core.video.tracking.track_identity``) and gets one match per identity it
+claims, on its best-matching face, with the ``track_id``.
 """
 
 from __future__ import annotations
 
-import numpy as np
-from sqlalchemy import select
+from functools import partial
 
+import numpy as np
+from sqlalchemy import select, update
+
+from core.pipeline import video_stages
 from core.pipeline.status import load_upload, reached
 from core.services import Services
 from core.storage.models import Face, Identity, Match, ReferencePhoto, Upload, UploadStatus
+from core.video.tracking import track_identity
 
 
 def _face_vectors(svc: Services, upload_id: int) -> tuple[list[int], np.ndarray]:
@@ -41,7 +49,11 @@ def index(svc: Services, upload_id: int) -> list[int]:
     backend = svc.face_backend.name
     face_ids, vecs = _face_vectors(svc, upload_id)
     svc.vectors.add_faces(backend, face_ids, [upload_id] * len(face_ids), vecs)
-    candidates = best_identity_hits(svc, vecs)
+    if video_stages.is_video(up):
+        track_matches(svc, upload_id)
+        candidates: list[dict[int, tuple[float, int]]] = [{} for _ in face_ids]
+    else:
+        candidates = best_identity_hits(svc, vecs)
     with svc.db.session() as s:
         for fid, per_identity in zip(face_ids, candidates, strict=True):
             for identity_id, (sim, ref_id) in per_identity.items():
@@ -50,6 +62,29 @@ def index(svc: Services, upload_id: int) -> list[int]:
         if row.status == UploadStatus.embedded:
             row.status = UploadStatus.indexed
         return [upload_id]
+
+
+def track_matches(svc: Services, upload_id: int) -> None:
+    """A video: track its faces, then one match per (track, claimed identity)."""
+    matcher = partial(best_identity_hits, svc)
+    claims = [
+        (track, claim)
+        for track in video_stages.track_upload(svc, upload_id)
+        for claim in track_identity(track, matcher)
+    ]
+    with svc.db.session() as s:
+        for track, claim in claims:
+            face_id = track.observations[claim.best_index].key
+            add_match(s, face_id, claim.identity_id, claim.similarity, claim.reference_id)
+            set_match_track(s, face_id, claim.identity_id, track.track_id)
+
+
+def set_match_track(s, face_id: int, identity_id: int, track_id: int) -> None:
+    s.execute(
+        update(Match)
+        .where(Match.face_id == face_id, Match.identity_id == identity_id)
+        .values(track_id=track_id)
+    )
 
 
 def best_identity_hits(svc: Services, vecs: np.ndarray) -> list[dict[int, tuple[float, int]]]:

@@ -6,11 +6,16 @@ the match row is updated, and the alert is unique per (face, identity). A face t
 reviewer dismissed (or said is not this person), or a copy of it, raises no alert for
 that person again (the review history goes to the alert rule). Each alert is
 created with its notifications (one per notifier), which the notify stage delivers.
+
+A video match (one per track and identity) is scored over several frames of its track
+(``video_stages.score_match``); its alert points at the face seen at the worst moment
+and carries that moment (``frame_time_s``) and the track.
 """
 
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import numpy as np
 from sqlalchemy import select
@@ -20,8 +25,9 @@ from core.errors import Rejected
 from core.faces.base import DetectedFace
 from core.faces.crops import loose_crop
 from core.forensics.base import ForensicInput, ReferenceView
-from core.pipeline import alert_rule, delivery
+from core.pipeline import alert_rule, delivery, video_stages
 from core.pipeline.detection import face_from_row
+from core.pipeline.matching import best_identity_hits
 from core.pipeline.status import load_upload
 from core.review.suppression import review_history
 from core.services import Services
@@ -99,7 +105,10 @@ def score_matches(
     decoded: dict[int, object] = {}
     detector = svc.detector
     threshold = svc.fake_threshold
-    for match_id, identity_id, sim, _ref_id, face, face_id, up in todo:
+    for match_id, identity_id, sim, ref_id, face, face_id, up in todo:
+        if video_stages.is_video(up):
+            created += _score_video_match(svc, match_id, identity_id, sim, ref_id, face_id, up)
+            continue
         if up.id not in decoded:
             try:
                 decoded[up.id] = svc.decode_stored(up.path)
@@ -130,13 +139,49 @@ def score_matches(
     return created
 
 
+def _score_video_match(
+    svc: Services,
+    match_id: int,
+    identity_id: int,
+    sim: float,
+    ref_id: int | None,
+    face_id: int,
+    up: Upload,
+) -> int:
+    v = video_stages.score_match(
+        svc, up, face_id, identity_id, sim, ref_id,
+        reference_views(svc, identity_id), partial(best_identity_hits, svc),
+    )  # fmt: skip
+    threshold = svc.fake_threshold
+    with svc.db.session() as s:
+        m = s.get(Match, match_id)
+        if m is None:  # identity removed meanwhile
+            return 0
+        m.fake_score, m.detector, m.parts = v.score, v.detector, v.parts
+        m.is_fake = alert_rule.is_fake(v.score, threshold)
+        m.track_id = v.track_id
+        return _add_alert(
+            svc, s, m, v.face_id, up.id, threshold, frame_time_s=v.frame_time_s, track_id=v.track_id
+        )
+
+
 def _face_embedding(svc: Services, face_id: int) -> np.ndarray | None:
     with svc.db.session() as s:
         e = s.scalar(select(Face.embedding).where(Face.id == face_id))
     return None if e is None else np.frombuffer(e, np.float32)
 
 
-def _add_alert(svc: Services, s, m: Match, face_id: int, upload_id: int, threshold: float) -> int:
+def _add_alert(
+    svc: Services,
+    s,
+    m: Match,
+    face_id: int,
+    upload_id: int,
+    threshold: float,
+    *,
+    frame_time_s: float | None = None,
+    track_id: int | None = None,
+) -> int:
     already = s.scalar(
         select(Alert.id).where(Alert.face_id == face_id, Alert.identity_key == m.identity_id)
     )
@@ -170,6 +215,8 @@ def _add_alert(svc: Services, s, m: Match, face_id: int, upload_id: int, thresho
                 decision="fake",
                 detector=m.detector,
                 parts=m.parts,
+                frame_time_s=frame_time_s,
+                track_id=track_id,
             )
             s.add(alert)
             s.flush()

@@ -1,5 +1,5 @@
 """SQLAlchemy 2 models: identities, reference photos, uploads, faces, matches, alerts,
-reviews, review users, notifications, jobs.
+reviews, review users, notifications, jobs, video segments.
 
 The schema itself is created by the Alembic migrations in ``migrations/``;
 these classes must stay in step with them (a test compares the two).
@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -97,6 +98,14 @@ class Upload(Base):
     file_format: Mapped[str | None] = mapped_column(String(20), nullable=True)
     n_faces: Mapped[int | None] = mapped_column(Integer, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # "image" or "video" (decided from the bytes at submission, core.video.intake.sniff_media).
+    media_kind: Mapped[str] = mapped_column(String(10), default="image", server_default="image")
+    # Videos: what the probe found (core.video.intake.VideoProbe as JSON), its duration,
+    # and progress: segments planned by crop, segments cropped and embedded so far.
+    duration_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    video: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    segments_total: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    segments_done: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
@@ -121,6 +130,12 @@ class Face(Base):
     crop_path: Mapped[str] = mapped_column(Text)  # loose crop for forensics and reports
     face_backend: Mapped[str] = mapped_column(String(40))
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # float32
+    # Videos (null for images): when the face was seen, in which segment, whether that
+    # frame starts a new shot, and the track (the same person across frames) it is on.
+    frame_time_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    segment: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    scene_cut: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    track_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     upload: Mapped[Upload] = relationship(back_populates="faces")
 
 
@@ -143,6 +158,9 @@ class Match(Base):
     is_fake: Mapped[bool | None] = mapped_column(nullable=True)
     detector: Mapped[str | None] = mapped_column(String(40), nullable=True)
     parts: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # Videos: the track that claims the identity (one match per track and identity, on
+    # the track's best-matching face); null for images.
+    track_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -172,6 +190,10 @@ class Alert(Base):
     erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # Set once every notifier has taken it (see ``Notification``).
     notified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Videos: the moment (the frame the detector found most fake, ``face_id`` is the
+    # face seen then) and the track; null for images.
+    frame_time_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    track_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     # The latest review (core.review): new, confirmed, dismissed or wrong_person; each
     # change is also kept in ``reviews``.
@@ -310,3 +332,39 @@ class Job(Base):
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class SegmentState(enum.StrEnum):
+    """pending -> cropped (faces stored) -> embedded (faces embedded: counted as done)."""
+
+    pending = "pending"
+    cropped = "cropped"
+    embedded = "embedded"
+
+
+class VideoSegment(Base):
+    """One piece of a video upload, cropped by one ``crop_segment`` task (its id is the
+    message). Planned by crop (``core.video.sampling.plan_segments``); the unique
+    (upload, idx) pair keeps a redelivered crop from planning twice."""
+
+    __tablename__ = "video_segments"
+    __table_args__ = (
+        UniqueConstraint("upload_id", "idx", name="uq_video_segment_upload_idx"),
+        NO_ID_REUSE,
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    upload_id: Mapped[int] = mapped_column(ForeignKey("uploads.id", ondelete="CASCADE"), index=True)
+    idx: Mapped[int] = mapped_column(Integer)  # order within the video
+    start_s: Mapped[float] = mapped_column(Float)
+    end_s: Mapped[float | None] = mapped_column(Float, nullable=True)  # null: to the end
+    max_frames: Mapped[int] = mapped_column(Integer)  # its share of the frame cap
+    fps: Mapped[float] = mapped_column(Float)  # interval sampling rate
+    state: Mapped[str] = mapped_column(String(20), default=SegmentState.pending)
+    faces: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    frames: Mapped[int | None] = mapped_column(Integer, nullable=True)  # frames sampled
+    cuts: Mapped[list | None] = mapped_column(JSON, nullable=True)  # scene-cut sample times
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )

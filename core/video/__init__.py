@@ -17,31 +17,37 @@ Modules
 
 The stages for a video (same four stages, same queues)
 ------------------------------------------------------
+As built in ``core.pipeline.video_stages`` (messages stay one id: a segment is a
+``video_segments`` row and its id is the ``crop_segment`` message):
+
 submit
-    Read the first ``intake.SNIFF_BYTES``; ``sniff_media`` routes: "image" -> today's
-    path; "video" -> the upload is a video (store the bytes streaming to disk under
-    ``max_video_bytes``, hashing as it goes; never the whole file in memory); None ->
+    Read the first ``intake.SNIFF_BYTES``; ``sniff_media`` routes (through
+    ``core.pipeline.sources.media.media_decision``): "image" -> today's path; "video" ->
+    the upload is a video (``media_kind``; the bytes stored streaming under
+    ``max_video_bytes``, hashed as they go; never the whole file in memory); None ->
     today's path (the image intake refuses it as ``not_an_image``).
-crop, message ``{"upload_id": N}``
+crop, message ``[upload_id]``
     ``probe_video(stored path, VideoLimits.from_settings(settings))``; ``Rejected`` ->
     status ``rejected`` with its code, exactly as an image. Otherwise keep the probe
-    (size, duration, fps, codec) on the upload, ``plan_segments`` -> ``segments_total``,
-    and dispatch one crop message per segment: ``{"upload_id": N, "segment": k}``.
-crop, message ``{"upload_id": N, "segment": k}``
+    (size, duration, fps, codec) on the upload, ``plan_segments`` -> ``segments_total``
+    and one ``video_segments`` row per segment, and return ``Split(segment ids)``: the
+    flow sends one ``crop_segment`` message per segment, on the crop queue.
+crop_segment, message ``[segment_id]``
     ``sample_segment`` -> ``backend.detect`` / ``backend.align`` per frame, faces under
     ``min_face_px`` dropped, ``max_faces_per_image`` per frame (as
     ``tracking.detect_faces`` does, minus the embedding) -> face rows with
     ``frame_time_s``, ``segment``, ``scene_cut`` (``frame.reason == "scene"``), chip and
     loose crop cut from the analysis frame. Idempotent per (upload, segment): sampling
-    is deterministic (a time grid from 0), so a redelivered segment deletes and rewrites
-    that segment's faces. A ``Rejected`` raised while decoding (a header that lied:
-    ``video_bomb``, ``too_long``, ``too_many_pixels``) rejects the whole upload; the other
-    segments' tasks then find it terminal and stop. Then embed for that segment.
+    is deterministic (a time grid from 0), so a segment cropped again deletes and
+    rewrites that segment's faces (only while it is pending, under its row lock). A
+    ``Rejected`` raised while decoding (a header that lied: ``video_bomb``,
+    ``too_long``, ``too_many_pixels``) rejects the whole upload; the other segments'
+    tasks then find it terminal and stop. Then embed for that segment.
 embed
     Unchanged: it embeds face rows that have no embedding, batched across uploads.
-    It counts the segment as done; the task that completes the last segment (an atomic
-    ``UPDATE ... WHERE segments_done = segments_total - 1``) moves the upload to
-    ``embedded`` and dispatches index once.
+    It counts each cropped segment once (cropped -> embedded, ``segments_done`` raised
+    under the upload row's lock); the run that counts the last segment moves the upload
+    to ``embedded`` and hands it to index, once (a video skips ``cropped``).
 index (whole video; no model, milliseconds)
     Faces by ``frame_time_s`` -> ``FrameFaces`` -> ``track_faces(frames,
     backend.match_threshold)`` -> ``track_id`` on each face. Tracking runs here because
@@ -74,8 +80,8 @@ per video: beyond 5 minutes the sampling rate drops (``interval_fps``) so the sa
 still cover all of it. The status shows ``segments_done / segments_total`` next to the
 usual ``received -> cropped -> embedded -> indexed -> done``.
 
-Schema the integration needs (not added here): uploads ``media_kind``, ``duration_s``,
-``video`` (probe JSON), ``segments_total``, ``segments_done``; faces ``frame_time_s``,
-``segment``, ``scene_cut``, ``track_id``; matches ``track_id``; alerts ``frame_time_s``,
-``track_id``.
+Schema (migration 0007): uploads ``media_kind``, ``duration_s``, ``video`` (probe JSON),
+``segments_total``, ``segments_done``; faces ``frame_time_s``, ``segment``,
+``scene_cut``, ``track_id``; matches ``track_id``; alerts ``frame_time_s``, ``track_id``;
+table ``video_segments``.
 """

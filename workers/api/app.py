@@ -5,9 +5,9 @@ uvicorn (``idwatch api``). Endpoints (all but ``/healthz`` and the docs need the
 ``X-API-Key`` header):
 
 - ``POST /uploads`` (multipart: ``file``, optional ``reference``) -> 202
-  ``{"upload_id", "status", "duplicate"}``; 415 with the reason when the content is not
-  accepted (``core.pipeline.sources.admit``: a video, while video uploads are off)
-- ``GET /uploads/{id}`` -> status, reason, face count, times and the upload's alerts
+from core.pipeline.sources.admit import admit
+from core.pipeline.sources.media import SNIFF_BYTES, max_bytes_for
+from core.pipeline.sources.submit import submit_bytes, submit_video_stream
 - ``GET /alerts?identity=&limit=&offset=`` -> alert rows (``X-Total-Count`` header)
 - ``GET /healthz`` -> ``{"ok": true}`` after a trivial database query
 - ``/review``: the review pages for people (workers/api/review; their own login, not
@@ -16,7 +16,9 @@ uvicorn (``idwatch api``). Endpoints (all but ``/healthz`` and the docs need the
 Limits: the whole request body is capped at ``api_max_request_bytes`` by FastAPI's
 own body limit (Content-Length is checked before anything is read, and the bytes are
 counted while reading, so an absent or lying Content-Length cannot get past it), the
-image itself at ``max_upload_bytes``; both answer 413. The client's filename is only
+upload itself at its kind's limit, told from its first bytes: ``max_upload_bytes`` for
+an image (or anything that is not a video), ``max_video_bytes`` for a video, which is
+stored streaming, never whole in memory; both answer 413. The client's filename is only
 ever a label (``Upload.original_name``): stored files are named by their SHA-256.
 """
 
@@ -42,9 +44,11 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import func, select, text
 
 from core.alerts.listing import list_alerts
+from core.errors import Rejected
 from core.pipeline.dispatch import Dispatcher
-from core.pipeline.sources.admit import HEAD_BYTES, admit
-from core.pipeline.sources.submit import submit_bytes
+from core.pipeline.sources.admit import admit
+from core.pipeline.sources.media import SNIFF_BYTES, max_bytes_for
+from core.pipeline.sources.submit import submit_bytes, submit_video_stream
 from core.pipeline.status import mark_failed
 from core.services import Services
 from core.storage.models import Alert, Upload, UploadStatus
@@ -98,13 +102,12 @@ def create_app(
     inline = settings.embedded if background is None else background
     # In-process pipeline runs share one Services (models, vector store): one at a time.
     inline_lock = threading.Lock()
-    max_upload = settings.max_upload_bytes
 
     app = FastAPI(
         title="identity-watch ingest API",
-        summary="Submit images; poll their status and the deepfake alerts they raise.",
+        summary="Submit images and videos; poll their status and the deepfake alerts they raise.",
         version="1",
-        max_body_size=settings.api_max_request_bytes,
+        max_body_size=settings.resolved_api_max_request_bytes,
         form_limits=FORM_LIMITS,
     )
     open_paths = frozenset(
@@ -154,7 +157,10 @@ def create_app(
     )
     def post_upload(
         tasks: BackgroundTasks,
-        file: Annotated[UploadFile, File(description="The image (JPEG, PNG, WebP, ...).")],
+        file: Annotated[
+            UploadFile,
+            File(description="An image (JPEG, PNG, WebP...) or video (MP4, MOV, MKV, WebM, AVI)."),
+        ],
         reference: Annotated[
             str | None,
             Form(
@@ -163,13 +169,22 @@ def create_app(
             ),
         ] = None,
     ) -> UploadAccepted:
-        data = file.file.read(max_upload + 1)
-        decision = admit(data[:HEAD_BYTES], named=True)  # content decides, not the type
+        head = file.file.read(SNIFF_BYTES)
+        decision = admit(head, named=True)  # content decides, not the type or the name
         if not decision.submit:
             raise HTTPException(415, f"not accepted: {decision.reason}")
-        if len(data) > max_upload:
-            raise HTTPException(413, f"the image is over the {max_upload}-byte limit")
-        sub = submit_bytes(svc, data, upload_label(file.filename, reference), source="api")
+        limit = max_bytes_for(settings, decision.kind)
+        label = upload_label(file.filename, reference)
+        if decision.kind == "video":
+            try:
+                sub = submit_video_stream(svc, file.file, label, "api", head)
+            except Rejected as rej:
+                raise HTTPException(413, f"the video is over the {limit}-byte limit") from rej
+        else:
+            data = head + file.file.read(limit + 1 - len(head))
+            if len(data) > limit:
+                raise HTTPException(413, f"the image is over the {limit}-byte limit")
+            sub = submit_bytes(svc, data, label, source="api")
         if sub.created:
             if inline:
                 tasks.add_task(run_inline, sub.upload_id)
@@ -202,6 +217,10 @@ def create_app(
                 reason=_public_reason(up.status, up.reason),
                 n_faces=up.n_faces,
                 original_name=up.original_name,
+                media_kind=up.media_kind,
+                duration_s=up.duration_s,
+                segments_done=up.segments_done,
+                segments_total=up.segments_total,
                 created_at=up.created_at,
                 updated_at=up.updated_at,
                 alerts=[],

@@ -47,6 +47,11 @@ class AlertOut(BaseModel):
     notified: bool
     created_at: UtcDatetime
     review: ReviewOut
+    media_kind: str = Field("image", description="image or video.")
+    frame_time_s: float | None = Field(
+        None, description="Video: the moment (s from the start) the face was seen; null for images."
+    )
+    track_id: int | None = Field(None, description="Video: the face's track; null for images.")
 
 
 class UploadOut(BaseModel):
@@ -58,6 +63,12 @@ class UploadOut(BaseModel):
     created_at: UtcDatetime
     updated_at: UtcDatetime
     alerts: list[AlertOut]
+    media_kind: str = Field("image", description="image or video (told from the bytes).")
+    duration_s: float | None = Field(None, description="Video: its duration in seconds.")
+    segments_done: int | None = Field(
+        None, description="Video: segments analysed so far (progress); null for images."
+    )
+    segments_total: int | None = Field(None, description="Video: segments planned.")
 
 
 class Health(BaseModel):

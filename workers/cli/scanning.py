@@ -35,6 +35,8 @@ ALERT_COLUMNS = [
     "similarity",
     "fake_score",
     "decision",
+    "frame_time_s",
+    "track_id",
     "created_at",
 ]
 
@@ -136,9 +138,15 @@ def status_cmd(as_json: JsonOpt = False) -> None:
     from core.alerts.listing import count_alerts
     from core.pipeline.identities import upload_counts
     from core.pipeline.reembed import stale_references
+    from core.pipeline.video_stages import progress as video_progress
 
     svc = services(read_only=True)
-    res: dict = {**where(svc), "uploads": upload_counts(svc), "alerts": count_alerts(svc)}
+    res: dict = {
+        **where(svc),
+        "uploads": upload_counts(svc),
+        "alerts": count_alerts(svc),
+        "videos": video_progress(svc),  # unfinished videos: segments done of total
+    }
     # References without a vector of the active backend match nobody: say so loudly.
     res["references_without_vectors"] = len(stale_references(svc))
     if not svc.settings.embedded:
@@ -165,6 +173,17 @@ def status_cmd(as_json: JsonOpt = False) -> None:
             f"[red]{res['references_without_vectors']} reference photo(s) have no "
             f"{svc.face_backend.name} vector and match nobody: run `idwatch identity "
             "reembed`[/red]"
+        )
+    if res["videos"]:
+        out.print(
+            table(
+                "Videos in progress",
+                [
+                    {**v, "segments": f"{v['segments_done']}/{v['segments_total'] or '?'}"}
+                    for v in res["videos"]
+                ],
+                ["upload_id", "status", "segments", "duration_s"],
+            )
         )
     if "queues" in res:
         out.print(
@@ -281,6 +300,25 @@ def _fresh_demo_dir(path: Path) -> None:
     (path / DEMO_MARKER).write_text("made by `idwatch demo`; the next demo wipes it\n")
 
 
+def video_alert_lines(alerts: list[dict], videos: list[dict]) -> list[str]:
+    """One line per video alert: who, which track, when (and the demo clip's truth)."""
+    swaps = {Path(v["path"]).name: v for v in videos}
+    lines = []
+    for a in alerts:
+        if a.get("frame_time_s") is None:
+            continue
+        name = Path(a["upload"]).name
+        line = (
+            f"video alert: {name}: {a['identity'] or '(erased)'} at {a['frame_time_s']:.2f} s "
+            f"(track {a['track_id']}, fake score {a['fake_score']:.3f})"
+        )
+        if name in swaps:
+            lo, hi = swaps[name]["swap_s"]
+            line += f"; the swapped segment is {lo:.1f}-{hi:.1f} s"
+        lines.append(line)
+    return lines
+
+
 @scan_app.command("demo")
 def demo_cmd(
     dataset: Annotated[
@@ -351,6 +389,8 @@ def demo_cmd(
     for r in alerts:
         r["upload"] = Path(r["upload"]).name
     out.print(table(f"Alerts ({len(alerts)})", alerts, ALERT_COLUMNS))
+    for line in video_alert_lines(alerts, res.videos):
+        out.print(line)
     out.print(
         f"against the labels: fakes of protected people alerted {res.fakes_alerted}/{res.fakes}; "
         f"their real photos alerted {res.reals_alerted}/{res.reals}; "

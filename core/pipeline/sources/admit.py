@@ -2,7 +2,7 @@
 
 Uploads on platforms often have no extension (object-store keys, hashes) or a wrong
 one (``x.jpeg.bak``), so the first bytes decide (``core.video.intake.sniff_media``):
-images are submitted; anything a source passes over is reported with the reason, so
+images and videos are submitted; anything a source passes over is reported with the reason, so
 nothing is skipped silently. ``admit`` is the one place that decides; the sources
 (``scan``, the watched folder, the API) only ask it.
 """
@@ -16,7 +16,6 @@ from core.video.intake import SNIFF_BYTES, sniff_media
 
 HEAD_BYTES = SNIFF_BYTES  # read this much of a file to decide
 
-VIDEO_NOT_ENABLED = "video (video uploads are not enabled yet)"
 NOT_MEDIA = "not an image or video"
 EMPTY = "empty file"
 
@@ -41,9 +40,9 @@ def admit(head: bytes, *, named: bool = False) -> Admission:
     submitted only when they are media; the rest are listed with the reason.
     """
     kind = sniff_media(head)
-    if kind == "video":
-        return Admission(False, kind, VIDEO_NOT_ENABLED)  # issue 13: Admission(True, kind)
-    if kind == "image" or named:
+    # A video container outside the allow-list (FLV, MPEG-TS) is still a video: the
+    # video intake rejects it as unsupported_format, which says more than a skip.
+    if kind is not None or named:
         return Admission(True, kind)
     if not head:
         return Admission(False, None, EMPTY)
