@@ -127,7 +127,6 @@ def test_watched_folder_says_what_it_does_not_submit(make_services, tmp_path, ca
     svc = make_services()
     root = tmp_path / "watched"
     root.mkdir()
-    (root / "notes.txt").write_bytes(b"")
     os.mkfifo(root / "pipe")
     w = FolderWatcher(svc, root, InlineDispatcher(svc), settle_s=0.0, poll_s=0.01)
     with caplog.at_level(logging.WARNING, logger="core.pipeline.sources.watchfolder"):
