@@ -199,6 +199,7 @@ def run_cv(
 def _score_rows(table: RowTable, scores: dict[str, list]) -> dict[str, list]:
     rows = scores["row"]
     return {
+        "row": list(rows),
         "file": [table.rows[i].path.name for i in rows],
         "label": [int(table.y[i]) for i in rows],
         "method": [str(table.methods[i]) for i in rows],

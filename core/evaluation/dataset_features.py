@@ -477,14 +477,17 @@ class DatasetFeatures:
 def write_split(
     manifest: str | Path, out_dir: str | Path, test_fraction: float = 0.5, seed: int = 0
 ) -> tuple[Path, Path]:
-    """Write identity-disjoint ``train.csv`` / ``test.csv`` (absolute paths, same
-    columns) so that nobody in test.csv appears in train.csv: whole identity groups
-    (see identity_groups) are drawn at random until ``test_fraction`` of the images."""
+    """Write ``train.csv`` / ``test.csv`` (absolute paths, same columns) so that no
+    person and no source figure of test.csv appears in train.csv: whole leakage groups
+    (core.evaluation.grouping) are drawn at random until ``test_fraction`` of the
+    images."""
     import csv
+
+    from core.evaluation.grouping import leakage_groups
 
     manifest = Path(manifest)
     rows = read_manifest(manifest)
-    groups = identity_groups(rows)
+    groups = leakage_groups(rows)
     uniq = sorted(set(groups))
     rng = np.random.default_rng(seed)
     rng.shuffle(uniq)

@@ -24,6 +24,26 @@ import numpy as np
 
 from core.demo.dataset import ManifestRow
 
+# Generator families for the leave-one-generator-out table (methods of faces-dev).
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "simswap": ("simswap",),
+    "deepfacelab": ("deepfacelab-dfm",),
+    "inswapper": ("inswapper",),
+    "instantid": ("instantid", "instantid-kolors"),
+    "arc2face": ("arc2face", "arc2face-exp"),
+    "stylegan2": ("stylegan2", "stylegan2-tpdne"),
+}
+
+
+def family_of(method: str, label: str) -> str:
+    if label == "real":
+        return "real"
+    for fam, methods in FAMILIES.items():
+        if method in methods:
+            return fam
+    return method
+
+
 _NOTE = re.compile(r"\s*\([^()]*\)\s*$")
 
 

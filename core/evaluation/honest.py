@@ -37,7 +37,9 @@ from core.evaluation.dataset_features import (
     identity_groups,
 )
 from core.evaluation.grouping import (
+    FAMILIES,
     check_disjoint,
+    family_of,
     fold_info,
     grouped_folds,
     leakage_groups,
@@ -54,16 +56,6 @@ from core.evaluation.protocol import (
 from core.forensics import features as F
 from core.forensics.head import Head, train_head
 
-# Generator families for the leave-one-generator-out table (methods of faces-dev).
-FAMILIES: dict[str, tuple[str, ...]] = {
-    "simswap": ("simswap",),
-    "deepfacelab": ("deepfacelab-dfm",),
-    "inswapper": ("inswapper",),
-    "instantid": ("instantid", "instantid-kolors"),
-    "arc2face": ("arc2face", "arc2face-exp"),
-    "stylegan2": ("stylegan2", "stylegan2-tpdne"),
-}
-
 # Feature-group sets the nested selection chooses from.
 DEFAULT_CANDIDATES = (
     "face,image,ref",
@@ -75,15 +67,6 @@ DEFAULT_CANDIDATES = (
 )
 
 HEADLINE = ("real_acc", "fake_acc", "avg_acc", "auc", "same_identity_auc", "map")
-
-
-def family_of(method: str, label: str) -> str:
-    if label == "real":
-        return "real"
-    for fam, methods in FAMILIES.items():
-        if method in methods:
-            return fam
-    return method
 
 
 # --------------------------------------------------------------------------- rows

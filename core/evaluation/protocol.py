@@ -52,6 +52,7 @@ from core.evaluation.dataset_features import (
     FeatureExtractor,
     read_manifest,
 )
+from core.evaluation.grouping import family_of
 from core.faces.base import FaceBackend
 
 REQUIRED_KEYS = (
@@ -239,6 +240,7 @@ def detection_table(
         "pred": np.zeros(n, bool),
         "has_ref": np.zeros(n, bool),
         "no_face": np.zeros(n, bool),
+        "threshold": np.full(n, np.nan),
     }
     for c, i in enumerate(idx):
         k, refs, _name = ds.loo_pair(i)
@@ -246,7 +248,7 @@ def detection_table(
             out["no_face"][i] = True
         else:
             s, t = scorer.scores([(ds.entry(ex, i, k), [ds.entry(ex, j, kj) for j, kj in refs])])
-            out["score"][i], out["pred"][i] = s[0], s[0] >= t[0]
+            out["score"][i], out["pred"][i], out["threshold"][i] = s[0], s[0] >= t[0], t[0]
             out["has_ref"][i] = bool(refs)
         if progress:
             progress("detection table", c + 1, len(idx))
@@ -452,10 +454,14 @@ def evaluate(
             "file": [r.path.name for r in rows],
             "label": y.tolist(),
             "method": methods,
+            "family": [family_of(r.method, r.label) for r in rows],
+            "identity": [nm or "" for nm in names],
+            "has_face": (~no_face).astype(int).tolist(),
             "score": det["score"].round(6).tolist(),
             "pred": det["pred"].astype(int).tolist(),
             "has_ref": det["has_ref"].astype(int).tolist(),
             "no_face": no_face.astype(int).tolist(),
+            "threshold": det["threshold"].round(6).tolist(),
         },
     }
     return report
