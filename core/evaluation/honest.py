@@ -324,6 +324,7 @@ def cross_validate(
                 "fold": f,
                 "train": fold_info(table.rows, groups, train_idx).as_dict(),
                 "test": fold_info(table.rows, groups, test_idx).as_dict(),
+                "test_rows": test_idx.tolist(),
                 "leaks": len(leaks),
                 "leak_examples": leaks[:5],
                 "feature_groups": model.feature_groups,
