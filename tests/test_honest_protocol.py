@@ -290,7 +290,13 @@ def test_plots_are_written_and_not_empty(tmp_path: Path) -> None:
         "logo": logo,
         "confound": {
             "bound": 0.65,
-            "natural": {"baseline": {"jpeg": 0.9, "face": 0.7}, "this": {"jpeg": 0.5, "face": 0.6}},
+            "natural": {
+                "baseline": {"png_vs_jpeg_origin": {"jpeg": 0.9, "face": 0.7}},
+                "this": {
+                    "png_vs_jpeg_origin": {"jpeg": 0.5, "face": 0.6},
+                    "video_vs_jpeg_origin": {"jpeg": 0.8, "face": 0.85},
+                },
+            },
             "null": {"n": 5, "mean": 0.5, "p95": 0.6},
             "recompressed": {"jpeg": 0.5, "face": 0.55},
             "recompressed_baseline": {"jpeg": 0.95, "face": 0.6},

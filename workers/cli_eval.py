@@ -200,16 +200,19 @@ def print_report(r: dict[str, Any]) -> None:
         out.print(lt)
     c = r.get("confound")
     if c:
-        ct = Table(title="'was it a PNG' from the features of real images (out-of-fold AUC)")
-        groups = ("jpeg", "face", "image", "ref", "face+image+ref")
+        from core.evaluation.plots import CONFOUND_GROUPS, CONFOUND_PANELS, _confound_values
+
+        ct = Table(title="where did a real image come from? (out-of-fold AUC of a probe)")
         ct.add_column("probe")
-        for g in groups:
+        for g in CONFOUND_GROUPS:
             ct.add_column(g, justify="right")
-        for k, v in c.get("natural", {}).items():
-            ct.add_row(f"natural ({k})", *(_f(v.get(g, float("nan"))) for g in groups))
-        for k in ("recompressed_baseline", "recompressed"):
-            if c.get(k):
-                ct.add_row(k, *(_f(c[k].get(g, float("nan"))) for g in groups))
+        for panel, _title in CONFOUND_PANELS:
+            for cond in ("baseline", "this"):
+                v = _confound_values(c, panel, cond)
+                if v:
+                    ct.add_row(
+                        f"{panel} [{cond}]", *(_f(v.get(g, float("nan"))) for g in CONFOUND_GROUPS)
+                    )
         out.print(ct)
         null = c.get("null", {})
         out.print(

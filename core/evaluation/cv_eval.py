@@ -43,6 +43,7 @@ CONFOUND_SETS = {
     "jpeg": "jpeg",
     "ref": "ref",
     "face+image+ref": "face,image,ref",
+    "all": "face,image,jpeg,ref",
 }
 # The bound the dataset test holds the detector's features to (README, Detection quality).
 CONFOUND_BOUND = 0.65
@@ -209,6 +210,7 @@ def _score_rows(table: RowTable, scores: dict[str, list]) -> dict[str, list]:
         "has_ref": [int(table.has_ref[i]) for i in rows],
         "has_face": [int(table.has_face[i]) for i in rows],
         "is_png": [int(table.is_png[i]) for i in rows],
+        "origin": [str(table.origin[i]) for i in rows],
         "score": scores["score"],
         "pred": scores["pred"],
         "threshold": scores["threshold"],
@@ -224,18 +226,22 @@ def confound_report(
     null_permutations: int = 30,
     progress: StageProgress | None = None,
 ) -> dict[str, Any]:
-    """The residual compression confound (README, Detection quality):
+    """The residual compression confound (README, Detection quality), as out-of-fold
+    AUCs of probes trained on the detector's features of REAL images:
 
-    - ``natural``: out-of-fold AUC of "the file was a PNG" from the detector's features
-      of REAL images (PNG-origin vs JPEG-origin photos), per feature group, for this
-      extractor and, when given, for ``baseline_extractor`` (e.g. format-blind q90);
-    - ``null``: the same probe with the labels shuffled (what chance reaches);
-    - ``recompressed``: each real image against a copy compressed once more as JPEG
+    - ``natural[condition][contrast]``: ``png_vs_jpeg_origin`` (real images whose source
+      file was a PNG vs a JPEG: "was the original file a PNG"), ``video_vs_jpeg_origin``
+      (frames of videos vs JPEG photos) and ``png_vs_jpeg_file`` (the container of the
+      evaluated file, which mixes both), for this extractor ("this") and, when given,
+      ``baseline_extractor`` ("baseline", e.g. format-blind JPEG q90);
+    - ``null``: the PNG-origin probe with its labels shuffled (what chance reaches);
+    - ``recompressed``: each real PNG file against the same image compressed as JPEG
       (the compression history alone, same content on both sides).
     """
+    contrasts = ("png_vs_jpeg_origin", "video_vs_jpeg_origin", "png_vs_jpeg_file")
     out: dict[str, Any] = {"bound": CONFOUND_BOUND, "natural": {}}
-    out["natural"]["this"] = png_confound(table, CONFOUND_SETS)
-    out["null"] = permutation_null(table, "face,image,ref", n=null_permutations)
+    out["natural"]["this"] = {c: png_confound(table, CONFOUND_SETS, c) for c in contrasts}
+    out["null"] = permutation_null(table, CONFOUND_SETS["all"], n=null_permutations)
     if baseline_extractor is not None:
         base = build_table(
             ds,
@@ -243,7 +249,7 @@ def confound_report(
             threshold,
             (lambda d, n, _w: progress("baseline features", d, n)) if progress else None,
         )
-        out["natural"]["baseline"] = png_confound(base, CONFOUND_SETS)
+        out["natural"]["baseline"] = {c: png_confound(base, CONFOUND_SETS, c) for c in contrasts}
         out["recompressed_baseline"] = container_swap_confound(
             ds,
             baseline_extractor,

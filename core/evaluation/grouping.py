@@ -60,6 +60,17 @@ def figure_key(row: ManifestRow) -> str:
     return src or f"file:{row.path.name}"
 
 
+def origin_format(row: ManifestRow) -> str:
+    """The format of the source file an image came from ("png", "jpg", "mp4", ...):
+    the extension of its figure key. A frame of a video saved as PNG is "mp4": its
+    compression history is the video codec's, not a PNG's."""
+    name = figure_key(row)
+    if name.startswith("file:"):
+        name = row.path.name
+    ext = name.rsplit(".", 1)[-1].lower() if "." in name.rsplit("/", 1)[-1] else ""
+    return {"jpeg": "jpg"}.get(ext, ext)
+
+
 class _UnionFind:
     def __init__(self) -> None:
         self.parent: dict[str, str] = {}

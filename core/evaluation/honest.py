@@ -44,6 +44,7 @@ from core.evaluation.grouping import (
     grouped_folds,
     leakage_groups,
     method_support,
+    origin_format,
 )
 from core.evaluation.protocol import (
     detection_metrics,
@@ -88,12 +89,15 @@ class RowTable:
     families: np.ndarray
     claim_name: list[str | None]  # identity the image is scored for
     claimed: np.ndarray  # stage 1 claims it for that identity
-    is_png: np.ndarray  # the original file is a PNG
+    is_png: np.ndarray  # the evaluated file is a PNG
+    origin: np.ndarray = field(default_factory=lambda: np.zeros(0, str))  # source format
     row_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
 
     def __post_init__(self) -> None:
         if len(self.row_ids) != len(self.y):
             self.row_ids = np.arange(len(self.y))
+        if len(self.origin) != len(self.y):
+            self.origin = np.array([origin_format(r) for r in self.rows])
 
     def __len__(self) -> int:
         return len(self.y)
@@ -116,6 +120,7 @@ class RowTable:
             claim_name=[self.claim_name[i] for i in idx],
             claimed=self.claimed[idx],
             is_png=self.is_png[idx],
+            origin=self.origin[idx],
             row_ids=self.row_ids[idx],
         )
 
@@ -422,24 +427,43 @@ def leave_one_generator_out(
 # --------------------------------------------------------------------------- confound
 
 
+# The real images a "was it a PNG" probe compares: (positive, negative) origin formats.
+ORIGIN_CONTRASTS = {
+    "png_vs_jpeg_origin": ("png", "jpg"),  # the compression-history question
+    "video_vs_jpeg_origin": ("mp4", "jpg"),  # frames of videos (other codec history)
+}
+
+
+def _contrast_rows(table: RowTable, contrast: str) -> tuple[np.ndarray, np.ndarray]:
+    """Real images with a face in a contrast, and the target (1 = positive)."""
+    real = table.has_face & (table.y == 0)
+    if contrast == "png_vs_jpeg_file":  # the container of the evaluated file itself
+        rows = np.flatnonzero(real)
+        return rows, table.is_png[rows].astype(int)
+    pos, neg = ORIGIN_CONTRASTS[contrast]
+    rows = np.flatnonzero(real & np.isin(table.origin, [pos, neg]))
+    return rows, (table.origin[rows] == pos).astype(int)
+
+
 def png_confound(
     table: RowTable,
     feature_sets: dict[str, str],
+    contrast: str = "png_vs_jpeg_origin",
     folds: int = 5,
     seeds: int = 3,
 ) -> dict[str, Any]:
-    """How well the detector's features tell PNG-origin from JPEG-origin REAL images:
-    out-of-fold ROC AUC of a head trained to predict "the file was a PNG" (same head
-    and nested C as the detector), grouped by leakage groups; mean over seeds."""
-    rows = np.flatnonzero(table.has_face & (table.y == 0))
+    """How well the detector's features tell REAL images of one origin format from
+    another (default: PNG-origin vs JPEG-origin, the format of the source file the
+    image came from, core.evaluation.grouping.origin_format): out-of-fold ROC AUC of a
+    head trained to predict it (same head and nested C as the detector), grouped by
+    leakage groups; mean over seeds."""
+    rows, target = _contrast_rows(table, contrast)
     sub = table.subset(rows)
-    target = sub.is_png.astype(int)
     out: dict[str, Any] = {
-        "n_real": len(rows),
-        "n_png": int(target.sum()),
-        "n_jpeg": int((target == 0).sum()),
+        "n_positive": int(target.sum()),
+        "n_negative": int((target == 0).sum()),
     }
-    if len(np.unique(target)) < 2:
+    if target.sum() < 2 or (target == 0).sum() < 2:
         return out
     for label, groups in feature_sets.items():
         cols = sub.columns(groups)
@@ -465,17 +489,22 @@ def _probe_auc(
 
 
 def permutation_null(
-    table: RowTable, groups: str, n: int = 50, folds: int = 5, seed: int = 0
+    table: RowTable,
+    groups: str,
+    contrast: str = "png_vs_jpeg_origin",
+    n: int = 50,
+    folds: int = 5,
+    seed: int = 0,
 ) -> dict[str, float]:
-    """The PNG probe's AUC when "was it a PNG" is shuffled among the real images: what
-    chance alone reaches with this many images, groups and features."""
-    rows = np.flatnonzero(table.has_face & (table.y == 0))
+    """The probe's AUC when the target is shuffled among the contrast's real images:
+    what chance alone reaches with this many images, groups and features."""
+    rows, target = _contrast_rows(table, contrast)
     sub = table.subset(rows)
     cols = sub.columns(groups)
     rng = np.random.default_rng(seed)
     vals = []
     for _ in range(n):
-        y = rng.permutation(sub.is_png.astype(int))
+        y = rng.permutation(target)
         vals.append(
             _probe_auc(sub.X[:, cols], y, sub.groups, folds, 1, [sub.names[c] for c in cols])
         )
@@ -490,12 +519,12 @@ def permutation_null(
 
 
 def real_score_png_auc(table: RowTable, score: np.ndarray, rows: Sequence[int]) -> float:
-    """Among scored real images: AUC of the fake score for "the file was a PNG" (does
-    the detector score PNG-origin photos as more fake?)."""
+    """Among scored real images of PNG or JPEG origin: AUC of the fake score for "the
+    source was a PNG" (does the detector score PNG-origin photos as more fake?)."""
     rows = np.asarray(rows, int)
-    real = rows[table.y[rows] == 0]
+    real = rows[(table.y[rows] == 0) & np.isin(table.origin[rows], ["png", "jpg"])]
     pos = {r: k for k, r in enumerate(rows)}
-    return roc_auc(table.is_png[real].astype(int), [score[pos[r]] for r in real])
+    return roc_auc((table.origin[real] == "png").astype(int), [score[pos[r]] for r in real])
 
 
 def recompress(quality: tuple[int, int] = (70, 95)) -> Callable[[np.ndarray], np.ndarray]:
@@ -519,12 +548,13 @@ def container_swap_confound(
     seeds: int = 3,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """The compression-history leak alone, without the population differences of
-    real PNG and JPEG files: every real image as it is and after one more JPEG
-    compression (quality 70-95), both through the extractor; out-of-fold AUC of
-    telling the recompressed copy, grouped by leakage group (an image's two copies
-    are always on the same side)."""
-    real = np.flatnonzero(table.has_face & (table.y == 0))
+    """ "Was it a PNG" with the content held fixed: every PNG-origin real image as it
+    is, and the same image compressed once as JPEG (quality 70-95, drawn per image),
+    both through the extractor; out-of-fold AUC of telling the JPEG copy, grouped by
+    leakage group (an image's two copies are always on the same side). This is the
+    compression history alone, without the population differences between the real
+    PNG and JPEG files of a data set (video frames and figure crops vs photos)."""
+    real = np.flatnonzero(table.has_face & (table.y == 0) & table.is_png)  # lossless files
     variant = ("jpeg-again-70-95", recompress())
     Xb = np.zeros((len(real), len(table.names)))
     for c, i in enumerate(real):
@@ -535,10 +565,12 @@ def container_swap_confound(
         if progress:
             progress(c + 1, len(real), ds.rows[i].path.name)
     ds.save()
+    out: dict[str, Any] = {"n_images": len(real)}
+    if len(real) < 4:
+        return out
     X = np.vstack([table.X[real], Xb])
     y = np.r_[np.zeros(len(real), int), np.ones(len(real), int)]
     groups = np.r_[table.groups[real], table.groups[real]]
-    out: dict[str, Any] = {"n_images": len(real)}
     for label, fg in feature_sets.items():
         cols = table.columns(fg)
         out[label] = _probe_auc(X[:, cols], y, groups, folds, seeds, [table.names[c] for c in cols])

@@ -242,51 +242,55 @@ def tsne_maps(
     return paths
 
 
+CONFOUND_GROUPS = ("jpeg", "face", "image", "ref", "face+image+ref", "all")
+CONFOUND_PANELS = (
+    ("png_vs_jpeg_origin", "real photos: PNG-origin vs JPEG-origin source"),
+    ("video_vs_jpeg_origin", "real: video frames vs JPEG-origin photos"),
+    ("recompressed", "each real PNG file vs itself as JPEG"),
+)
+
+
+def _confound_values(confound: dict[str, Any], panel: str, cond: str) -> dict[str, float] | None:
+    if panel == "recompressed":
+        return confound.get("recompressed" if cond == "this" else "recompressed_baseline")
+    return (confound.get("natural", {}).get(cond) or {}).get(panel)
+
+
 def confound_chart(path: Path, confound: dict[str, Any]) -> Path | None:
     plt = _plt()
-    nat = confound.get("natural", {})
-    conds = [(k, v) for k, v in (("baseline", nat.get("baseline")), ("this", nat.get("this"))) if v]
+    conds = [c for c in ("baseline", "this") if confound.get("natural", {}).get(c)]
     if not conds:
         return None
-    groups = [g for g in ("jpeg", "face", "image", "ref", "face+image+ref") if g in conds[0][1]]
-    fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.9), sharey=True)
     names = {
         "baseline": "format-blind (JPEG q90)",
-        "this": "normalised" if confound.get("preprocess", {}).get("normalise") else "this run",
+        "this": "normalised" if "normalise" in confound.get("preprocess", {}) else "this run",
     }
-    for ax, (title, source) in zip(
-        axes,
-        (
-            ("real PNG-origin vs JPEG-origin photos", "natural"),
-            ("each real photo vs itself JPEG-compressed once more", "recompressed"),
-        ),
-        strict=True,
-    ):
-        width = 0.8 / len(conds)
-        for c, (cond, _vals) in enumerate(conds):
-            if source == "natural":
-                vals = nat[cond]
-            else:
-                vals = confound.get("recompressed" if cond == "this" else "recompressed_baseline")
-            if not vals:
-                continue
-            v = [vals.get(g, float("nan")) for g in groups]
-            ax.bar(np.arange(len(groups)) + c * width, v, width, label=names[cond])
+    fig, axes = plt.subplots(1, len(CONFOUND_PANELS), figsize=(14, 4.0), sharey=True)
+    width = 0.8 / len(conds)
+    x = np.arange(len(CONFOUND_GROUPS))
+    for ax, (panel, title) in zip(axes, CONFOUND_PANELS, strict=True):
+        n_txt = ""
+        for c, cond in enumerate(conds):
+            vals = _confound_values(confound, panel, cond) or {}
+            v = [vals.get(g, float("nan")) for g in CONFOUND_GROUPS]
+            ax.bar(x + c * width, v, width, label=names[cond])
+            if "n_positive" in vals:
+                n_txt = f" ({vals['n_positive']} vs {vals['n_negative']})"
+            elif "n_images" in vals:
+                n_txt = f" ({vals['n_images']} images x 2)"
         ax.axhline(0.5, color="#888888", lw=0.8, ls=":")
         ax.axhline(confound.get("bound", 0.65), color="red", lw=1, ls="--", label="bound")
         null = confound.get("null", {})
-        if source == "natural" and null.get("p95"):
+        if panel == "png_vs_jpeg_origin" and null.get("p95"):
             ax.axhline(null["p95"], color="#555555", lw=0.8, ls="-.", label="chance, 95th pct")
-        ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2)
-        ax.set_xticklabels(groups, fontsize=8)
-        ax.set_ylim(0.3, 1.0)
-        ax.set_title(title, fontsize=9)
-        ax.set_ylabel(
-            "out-of-fold AUC of 'was it a PNG'"
-            if source == "natural"
-            else "AUC of 'compressed once more'"
-        )
-        ax.legend(fontsize=7)
+        ax.set_xticks(x + width * (len(conds) - 1) / 2)
+        ax.set_xticklabels(CONFOUND_GROUPS, fontsize=7, rotation=20)
+        ax.set_ylim(0.2, 1.2)
+        ax.set_yticks(np.arange(0.2, 1.01, 0.1))
+        ax.set_title(title + n_txt, fontsize=9)
+        ax.legend(fontsize=7, loc="upper center", ncol=2)
+    axes[0].set_ylabel("out-of-fold AUC of the origin probe")
+    fig.suptitle("Can the detector's features tell where a real image came from?", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -435,32 +439,23 @@ def write_index(out_dir: Path, report: dict[str, Any], images: list[Path]) -> Pa
     conf = report.get("confound")
     if conf:
         rows = []
-        for label, vals in (("natural, " + k, v) for k, v in conf.get("natural", {}).items()):
-            rows.append(
-                [label]
-                + [
-                    vals.get(g, float("nan"))
-                    for g in ("jpeg", "face", "image", "ref", "face+image+ref")
-                ]
-            )
-        for k in ("recompressed_baseline", "recompressed"):
-            if conf.get(k):
-                rows.append(
-                    [k]
-                    + [
-                        conf[k].get(g, float("nan"))
-                        for g in ("jpeg", "face", "image", "ref", "face+image+ref")
-                    ]
-                )
+        for panel, title in CONFOUND_PANELS:
+            for cond in ("baseline", "this"):
+                vals = _confound_values(conf, panel, cond)
+                if vals:
+                    rows.append(
+                        [f"{title} [{cond}]"] + [vals.get(g, float("nan")) for g in CONFOUND_GROUPS]
+                    )
         parts.append(
             "<h2>Residual compression confound</h2>"
-            + _table(["probe", "jpeg", "face", "image", "ref", "face+image+ref"], rows)
+            + _table(["probe (out-of-fold AUC)", *CONFOUND_GROUPS], rows)
         )
         null = conf.get("null", {})
         parts.append(
-            f"<p>Chance (labels shuffled, {null.get('n')} times): mean {_f(null.get('mean'))}, "
-            f"95th percentile {_f(null.get('p95'))}. Bound held by the dataset test: "
-            f"{_f(conf.get('bound'))}.</p>"
+            f"<p>Chance (PNG-origin labels shuffled, {null.get('n')} times): mean "
+            f"{_f(null.get('mean'))}, 95th percentile {_f(null.get('p95'))}, 99th "
+            f"{_f(null.get('p99'))}. Bound held by the dataset test: {_f(conf.get('bound'))}."
+            f" Preprocessing: {html.escape(json.dumps(conf.get('preprocess')))}.</p>"
         )
     for p in images:
         parts.append(
