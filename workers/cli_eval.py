@@ -190,6 +190,9 @@ def print_report(r: dict[str, Any]) -> None:
         for c in ("family", "fakes", "figures", "groups", "real_acc", "fake_acc", "avg", "auc"):
             lt.add_column(c, justify="left" if c == "family" else "right")
         for fam, v in r["logo"].items():
+            if "skipped" in v:
+                lt.add_row(fam, str(v["n_fake"]), "", "", v["skipped"])
+                continue
             lt.add_row(
                 fam,
                 str(v["n_fake"]),

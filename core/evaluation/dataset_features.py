@@ -436,14 +436,17 @@ class DatasetFeatures:
         ex: FeatureExtractor,
         progress: Progress | None = None,
         pseudo_for_missing: bool = False,
+        idx: Sequence[int] | None = None,
     ) -> list[dict[str, Any] | None]:
         """Per image: {"features", "k", "n_refs", "name"} in the leave-one-out setting,
-        or None for an image without a face (unless ``pseudo_for_missing``)."""
+        or None for an image without a face (unless ``pseudo_for_missing``) and for
+        images not in ``idx`` (default: every image)."""
         out: list[dict[str, Any] | None] = []
         n = len(self.rows)
+        wanted = set(range(n)) if idx is None else set(idx)
         for i in range(n):
             k, refs, name = self.loo_pair(i)
-            if k is None and not pseudo_for_missing:
+            if i not in wanted or (k is None and not pseudo_for_missing):
                 out.append(None)
             else:
                 up = self.entry(ex, i, k)

@@ -142,9 +142,11 @@ def build_table(
     ex: FeatureExtractor,
     match_threshold: float,
     progress: Progress | None = None,
+    idx: Sequence[int] | None = None,
 ) -> RowTable:
-    """Features of every image in the detection-table setting (cached per face)."""
-    feats = ds.loo_features(ex, progress)
+    """Features of every image (of ``idx``: the others count as without a face) in the
+    detection-table setting (cached per face)."""
+    feats = ds.loo_features(ex, progress, idx=idx)
     names = sorted(ex.feature_names())
     n = len(ds.rows)
     X = np.zeros((n, len(names)))
@@ -395,6 +397,9 @@ def leave_one_generator_out(
     out: dict[str, Any] = {}
     for fam in fams:
         is_fam = (table.families == fam) & (table.y == 1)
+        if not ((table.y == 1) & ~is_fam & table.has_face).any():
+            out[fam] = {"n_fake": int(is_fam.sum()), "skipped": "no other generator to train on"}
+            continue
         cv = cross_validate(
             table,
             fit,

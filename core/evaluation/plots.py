@@ -433,6 +433,7 @@ def write_index(out_dir: Path, report: dict[str, Any], images: list[Path]) -> Pa
                         v["auc"],
                     ]
                     for f, v in logo.items()
+                    if "skipped" not in v
                 ],
             )
         )
