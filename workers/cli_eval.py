@@ -168,7 +168,7 @@ def print_report(r: dict[str, Any]) -> None:
         for f in r["folds"]:
             te = f["test"]
             ft.add_row(
-                *(str(v) for v in (f["seed"], f["fold"], te["n_images"], te["n_real"]))
+                *tuple(str(v) for v in (f["seed"], f["fold"], te["n_images"], te["n_real"]))
                 + (str(te["n_fake"]), str(te["n_figures"]), str(te["n_groups"]))
                 + (str(te["largest_group"]), f["feature_groups"])
                 + tuple(
