@@ -444,3 +444,20 @@ def test_eval_cv_cli_end_to_end(demo_set: Path, tmp_path: Path) -> None:
     assert (plots / "index.html").exists() and (plots / "report.json").exists()
     for name in ("roc_by_generator.png", "score_histograms.png", "tsne_real_fake.png"):
         assert (plots / name).stat().st_size > 5000
+
+
+def test_a_normalised_head_is_evaluated_with_its_normalisation(tmp_path: Path) -> None:
+    """`detector train --normalise` records the transform in the head; `idwatch eval
+    --detector HEAD` then extracts features from normalised pixels, as trained."""
+    from core.faces.dlib_backend import DlibFaceBackend
+    from core.forensics.offline import PACKAGED_HEAD
+    from workers.cli_eval import make_scorer
+
+    d = json.loads(PACKAGED_HEAD.read_text())
+    d["preprocess"] = {"normalise": Normaliser(face_min=70, face_max=90).to_dict()}
+    path = tmp_path / "head.json"
+    path.write_text(json.dumps(d))
+    scorer = make_scorer(str(path), DlibFaceBackend(), tmp_path)
+    ex = scorer.extractor
+    assert ex.normaliser == Normaliser(face_min=70, face_max=90) and ex.reencode_quality is None
+    assert ex.preprocess() == d["preprocess"] and "norm1-f70-90" in ex.key
