@@ -339,7 +339,7 @@ def eval_cmd(
             if plots is not None:
                 from core.evaluation.honest import build_table
 
-                table = build_table(ds, scorer.extractor, thr)
+                table = build_table(ds, scorer.extractor, report["match_threshold"])
                 head = getattr(scorer, "head", None)
                 if head is not None:
                     tsne_groups = ",".join(sorted({n.split(".")[0] for n in head.feature_names}))
