@@ -214,7 +214,7 @@ def print_report(r: dict[str, Any]) -> None:
                 v = _confound_values(c, panel, cond)
                 if v:
                     ct.add_row(
-                        f"{panel} [{cond}]", *(_f(v.get(g, float("nan"))) for g in CONFOUND_GROUPS)
+                        f"{panel} ({cond})", *(_f(v.get(g, float("nan"))) for g in CONFOUND_GROUPS)
                     )
         out.print(ct)
         null = c.get("null", {})

@@ -445,7 +445,7 @@ def write_index(out_dir: Path, report: dict[str, Any], images: list[Path]) -> Pa
                 vals = _confound_values(conf, panel, cond)
                 if vals:
                     rows.append(
-                        [f"{title} [{cond}]"] + [vals.get(g, float("nan")) for g in CONFOUND_GROUPS]
+                        [f"{title} ({cond})"] + [vals.get(g, float("nan")) for g in CONFOUND_GROUPS]
                     )
         parts.append(
             "<h2>Residual compression confound</h2>"
