@@ -479,9 +479,21 @@ def write_all(
         sc = dict(scores)
         if "row" not in sc:
             sc["row"] = list(range(len(sc["label"])))
+        what = (
+            "out-of-fold scores"
+            if report.get("protocol")
+            else f"scores of {report.get('detector')} (detection table)"
+        )
         for fn in (
-            lambda: roc_by_generator(out_dir / "roc_by_generator.png", sc, report.get("logo")),
-            lambda: score_histograms(out_dir / "score_histograms.png", sc),
+            lambda: roc_by_generator(
+                out_dir / "roc_by_generator.png",
+                sc,
+                report.get("logo"),
+                f"ROC per generator family ({what})",
+            ),
+            lambda: score_histograms(
+                out_dir / "score_histograms.png", sc, f"Score distributions ({what})"
+            ),
         ):
             p = fn()
             if p:
