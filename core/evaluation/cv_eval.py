@@ -168,7 +168,7 @@ def run_cv(
         },
         "pooled": pooled,
         "per_fold": cv["per_fold"],
-        "strata": run0["strata"],
+        "strata": _mean_strata([r["strata"] for r in cv["runs"]]),
         "feature_groups_chosen": cv["feature_groups_chosen"],
         "leaks": cv["leaks"],
         "folds": [
@@ -195,6 +195,14 @@ def run_cv(
     report["feature_seconds_per_image"] = ds.timing_per_image()
     report["seconds"] = round(time.perf_counter() - t0, 2)
     return report, table
+
+
+def _mean_strata(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Per stratum and measure, the mean over seeds (n is the same in every seed)."""
+    return {
+        name: {k: float(np.nanmean([r[name][k] for r in runs])) for k in runs[0][name]}
+        for name in runs[0]
+    }
 
 
 def _score_rows(table: RowTable, scores: dict[str, list]) -> dict[str, list]:
