@@ -7,8 +7,8 @@ references = the other real photos of that identity (leave-one-out). Two conditi
 q90 in memory before anything else, which also strips metadata), because on faces-dev
 fakes are mostly PNG and reals mostly JPEG.
 
-Evaluation is identity-disjoint: stratified grouped 5-fold, groups = people (names
-joined by ';' are merged), anonymous images grouped by source figure; repeated over
+Evaluation is identity- and figure-disjoint: stratified grouped 5-fold over leakage
+groups (core.evaluation.grouping: people and source figures linked); repeated over
 seeds. Each training fold picks C, calibration and the threshold (real accuracy
 >= 0.9) on its own inner grouped CV; the test fold is only scored.
 
@@ -35,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from core.evaluation.dataset_features import (  # noqa: E402
     DatasetFeatures,
     OfflineExtractor,
-    identity_groups,
     read_manifest,
 )
+from core.evaluation.grouping import leakage_groups  # noqa: E402
 from core.faces.crops import loose_crop  # noqa: E402
 from core.forensics import features as F  # noqa: E402
 from core.forensics.head import _auc, train_head  # noqa: E402
@@ -54,8 +54,9 @@ def load_manifest(data: Path) -> list[dict[str, str]]:
 
 
 def cv_groups(rows: list[dict[str, str]], data: Path = DEFAULT_DATA) -> np.ndarray:
-    """People merged across ';'; anonymous images by source figure (shared helper)."""
-    return identity_groups(read_manifest(data / "manifest.csv"))
+    """Leakage groups: no person and no source figure on both sides of a fold
+    (core.evaluation.grouping; `idwatch eval --cv grouped` is the maintained protocol)."""
+    return leakage_groups(read_manifest(data / "manifest.csv"))
 
 
 # --------------------------------------------------------------------------- extraction

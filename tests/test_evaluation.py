@@ -264,12 +264,18 @@ def test_eval_cli_writes_exactly_the_required_keys(demo_manifest: Path, tmp_path
             str(tmp_path / "c"),
             "--json",
             str(out),
+            "--plots",
+            str(tmp_path / "plots"),
         ],
     )
     assert res.exit_code == 0, res.output
     r = json.loads(out.read_text())
     assert list(r)[: len(REQUIRED_KEYS)] == list(REQUIRED_KEYS)
     assert r["n_images"] == len(read_manifest(demo_manifest)) and r["n_queries"] >= 2
+    assert 0.0 <= r["same_identity_auc"] <= 1.0 or math.isnan(r["same_identity_auc"])
+    page = (tmp_path / "plots" / "index.html").read_text()
+    for name in ("roc_by_generator.png", "score_histograms.png", "tsne_real_fake.png"):
+        assert name in page and (tmp_path / "plots" / name).stat().st_size > 5000
     assert r["face_backend"] == "dlib" and r["detector"].startswith("offline")
     for k in ("map", "real_acc", "fake_acc", "avg_acc", "auc", "stage1_tar", "stage1_far"):
         assert 0.0 <= r[k] <= 1.0, k

@@ -28,6 +28,7 @@ from core.demo.dataset import ManifestRow, load_manifest
 from core.faces.base import DetectedFace, FaceBackend
 from core.faces.crops import loose_crop
 from core.forensics import features as F
+from core.forensics.normalise import Normaliser
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +103,24 @@ class FeatureExtractor(ABC):
 
     name: str = ""  # the detector name written into head files
     reencode_quality: int | None = None  # format-blind: re-encode JPEG before features
+    # Random re-encode and resample seeded by content (core.forensics.normalise); when
+    # set it replaces ``reencode_quality``.
+    normaliser: Normaliser | None = None
 
     @property
     def key(self) -> str:
         """Cache key: changes whenever cached entries would differ."""
+        if self.normaliser is not None:
+            return f"{self.name}-v{CACHE_VERSION}-{self.normaliser.key}"
         return f"{self.name}-v{CACHE_VERSION}-q{self.reencode_quality or 0}"
+
+    def preprocess(self) -> dict[str, Any]:
+        """What a head trained on these features records as its ``preprocess``."""
+        if self.normaliser is not None:
+            return {"normalise": self.normaliser.to_dict()}
+        if self.reencode_quality:
+            return {"reencode_jpeg_quality": int(self.reencode_quality)}
+        return {}
 
     @abstractmethod
     def entry(
@@ -143,9 +157,15 @@ class OfflineExtractor(FeatureExtractor):
 
     name = "offline"
 
-    def __init__(self, embedder: FaceBackend | None, reencode_quality: int | None = 90) -> None:
+    def __init__(
+        self,
+        embedder: FaceBackend | None,
+        reencode_quality: int | None = 90,
+        normaliser: Normaliser | None = None,
+    ) -> None:
         self.embedder = embedder
-        self.reencode_quality = reencode_quality
+        self.reencode_quality = None if normaliser is not None else reencode_quality
+        self.normaliser = normaliser
 
     @property
     def key(self) -> str:
@@ -228,7 +248,7 @@ class DatasetFeatures:
         self.metadata: list[dict[str, str]] = []
         self._records: list[dict[str, Any]] = []
         self._dirty: set[int] = set()
-        self._images: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._images: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()
         self.timing: dict[str, float] = defaultdict(float)
         self.real_by_name: dict[str, list[int]] = defaultdict(list)
         for i, r in enumerate(self.rows):
@@ -253,18 +273,44 @@ class DatasetFeatures:
         )
         return img.pixels, img.metadata, img.sha256[:24]
 
-    def image(self, i: int, quality: int | None = None) -> np.ndarray:
-        """The decoded image (re-encoded at ``quality`` when given); a few kept."""
-        key = (i, quality or 0)
+    def _kept(self, key: tuple[int, str], make: Callable[[], np.ndarray]) -> np.ndarray:
         img = self._images.get(key)
         if img is None:
-            img = F.reencode_jpeg(self.image(i), quality) if quality else self._decode(i)[0]
+            img = make()
             self._images[key] = img
             if len(self._images) > 8:
                 self._images.popitem(last=False)
         else:
             self._images.move_to_end(key)
         return img
+
+    def image(self, i: int, quality: int | None = None) -> np.ndarray:
+        """The decoded image (re-encoded at ``quality`` when given); a few kept."""
+        if quality:
+            return self._kept((i, f"q{quality}"), lambda: F.reencode_jpeg(self.image(i), quality))
+        return self._kept((i, "q0"), lambda: self._decode(i)[0])
+
+    def view(
+        self,
+        ex: FeatureExtractor,
+        i: int,
+        k: int | None,
+        transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, DetectedFace]:
+        """Image ``i`` and its face ``k`` as extractor ``ex`` sees them (re-encoded, or
+        normalised with the face mapped into the normalised image). ``transform``
+        changes the decoded pixels first (a variant of the image, same geometry)."""
+        face = self.face(i, k)
+        base = self.image(i) if transform is None else transform(self.image(i))
+        norm = getattr(ex, "normaliser", None)
+        if norm is not None:
+            rgb, mapped = norm.apply(base, face)
+            assert mapped is not None
+            return rgb, mapped
+        q = ex.reencode_quality
+        if q and transform is None:
+            return self.image(i, q), face
+        return (F.reencode_jpeg(base, q) if q else base), face
 
     # ------------------------------------------------------------------ detection
 
@@ -275,7 +321,7 @@ class DatasetFeatures:
         n = len(self.rows)
         for i, row in enumerate(self.rows):
             rgb, meta, sha = self._decode(i)
-            self._images[(i, 0)] = rgb
+            self._images[(i, "q0")] = rgb
             if len(self._images) > 8:
                 self._images.popitem(last=False)
             rec: dict[str, Any] = {"sha": sha}
@@ -323,17 +369,26 @@ class DatasetFeatures:
     def face(self, i: int, k: int | None) -> DetectedFace:
         return self.faces[i][k] if k is not None else pseudo_face(self.image(i))
 
-    def entry(self, ex: FeatureExtractor, i: int, k: int | None) -> Entry:
+    def entry(
+        self,
+        ex: FeatureExtractor,
+        i: int,
+        k: int | None,
+        variant: tuple[str, Callable[[np.ndarray], np.ndarray]] | None = None,
+    ) -> Entry:
+        """Extractor ``ex``'s cached data for face ``k`` of image ``i``; ``variant`` =
+        (name, pixel transform) for a modified copy of the image, cached by name."""
         import time
 
-        key = f"{ex.key}:{'p' if k is None else k}"
+        tag = f":{variant[0]}" if variant else ""
+        key = f"{ex.key}{tag}:{'p' if k is None else k}"
         entries = self._records[i]["entries"]
         e = entries.get(key)
         if e is None:
-            rgb = self.image(i, ex.reencode_quality)
+            rgb, face = self.view(ex, i, k, variant[1] if variant else None)
             emb = self.embeddings[i][k] if k is not None else None
             t = time.perf_counter()
-            e = ex.entry(rgb, self.face(i, k), self.metadata[i], emb)
+            e = ex.entry(rgb, face, self.metadata[i], emb)
             self.timing[f"features:{ex.name}"] += time.perf_counter() - t
             self.timing[f"n_faces:{ex.name}"] += 1
             entries[key] = e
@@ -410,14 +465,17 @@ class DatasetFeatures:
         ex: FeatureExtractor,
         progress: Progress | None = None,
         pseudo_for_missing: bool = False,
+        idx: Sequence[int] | None = None,
     ) -> list[dict[str, Any] | None]:
         """Per image: {"features", "k", "n_refs", "name"} in the leave-one-out setting,
-        or None for an image without a face (unless ``pseudo_for_missing``)."""
+        or None for an image without a face (unless ``pseudo_for_missing``) and for
+        images not in ``idx`` (default: every image)."""
         out: list[dict[str, Any] | None] = []
         n = len(self.rows)
+        wanted = set(range(n)) if idx is None else set(idx)
         for i in range(n):
             k, refs, name = self.loo_pair(i)
-            if k is None and not pseudo_for_missing:
+            if i not in wanted or (k is None and not pseudo_for_missing):
                 out.append(None)
             else:
                 up = self.entry(ex, i, k)
@@ -451,14 +509,17 @@ class DatasetFeatures:
 def write_split(
     manifest: str | Path, out_dir: str | Path, test_fraction: float = 0.5, seed: int = 0
 ) -> tuple[Path, Path]:
-    """Write identity-disjoint ``train.csv`` / ``test.csv`` (absolute paths, same
-    columns) so that nobody in test.csv appears in train.csv: whole identity groups
-    (see identity_groups) are drawn at random until ``test_fraction`` of the images."""
+    """Write ``train.csv`` / ``test.csv`` (absolute paths, same columns) so that no
+    person and no source figure of test.csv appears in train.csv: whole leakage groups
+    (core.evaluation.grouping) are drawn at random until ``test_fraction`` of the
+    images."""
     import csv
+
+    from core.evaluation.grouping import leakage_groups
 
     manifest = Path(manifest)
     rows = read_manifest(manifest)
-    groups = identity_groups(rows)
+    groups = leakage_groups(rows)
     uniq = sorted(set(groups))
     rng = np.random.default_rng(seed)
     rng.shuffle(uniq)

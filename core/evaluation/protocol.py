@@ -22,6 +22,12 @@ Detection table
     detector's threshold for that row. Images without a face count as predicted real
     (a miss for a fake, a correct rejection for a real; score 0 for the AUC).
 
+Same identity
+    ``same_identity_auc``: among images that stage 1 claims for identity X (their face
+    of interest matches one of X's other real photos), the ROC AUC of the detection
+    table's scores, fakes of X against real photos of X; the mean over identities with
+    both (``same_identity.auc_pooled``: one AUC over all those rows together).
+
 Stage 1
     ``stage1_fake_match_rate``: over the (query q of X, fake of X) pairs above, the
     share where stage 1 claims the fake for X. ``stage1_tar`` / ``stage1_far``: with
@@ -47,6 +53,7 @@ from core.evaluation.dataset_features import (
     FeatureExtractor,
     read_manifest,
 )
+from core.evaluation.grouping import family_of
 from core.faces.base import FaceBackend
 
 REQUIRED_KEYS = (
@@ -55,6 +62,7 @@ REQUIRED_KEYS = (
     "fake_acc",
     "avg_acc",
     "auc",
+    "same_identity_auc",
     "stage1_fake_match_rate",
     "stage1_tar",
     "stage1_far",
@@ -176,88 +184,139 @@ def _rate(num: int, den: int) -> float:
     return num / den if den else float("nan")
 
 
+def same_identity_auc(
+    identity: Sequence[str | None],
+    y: Sequence[int],
+    score: Sequence[float],
+    claimed: Sequence[bool] | None = None,
+) -> dict[str, Any]:
+    """The platform's question: among uploads that claim identity X, how well do fake
+    scores rank the fakes of X above the real photos of X?
+
+    Rows are images with the identity they are scored for (``identity``; None: no
+    claim), their label (1 = fake) and score; ``claimed`` says whether stage 1 claims
+    the image for that identity (rows it does not claim never reach stage 2 as X and
+    are left out). For every X with claimed real and fake images: the ROC AUC of those
+    rows. ``mean`` (the key ``same_identity_auc`` of the reports) is the mean over
+    identities, each person counting once; ``pooled`` is one AUC over the rows of all
+    those identities together (one threshold for everybody)."""
+    ident = np.array([i if i else "" for i in identity], dtype=object)
+    y = np.asarray(y, int)
+    score = np.asarray(score, float)
+    ok = np.ones(len(y), bool) if claimed is None else np.asarray(claimed, bool)
+    ok &= ident != ""
+    per: dict[str, dict[str, Any]] = {}
+    for name in sorted(set(ident[ok].tolist())):
+        sel = ok & (ident == name)
+        n_fake, n_real = int(y[sel].sum()), int((y[sel] == 0).sum())
+        if n_fake and n_real:
+            per[name] = {"auc": roc_auc(y[sel], score[sel]), "n_real": n_real, "n_fake": n_fake}
+    rows = ok & np.isin(ident, list(per))
+    return {
+        "mean": float(np.mean([v["auc"] for v in per.values()])) if per else float("nan"),
+        "pooled": roc_auc(y[rows], score[rows]) if per else float("nan"),
+        "n_identities": len(per),
+        "n_real": int((y[rows] == 0).sum()),
+        "n_fake": int(y[rows].sum()),
+        "per_identity": per,
+    }
+
+
 # --------------------------------------------------------------------------- protocol
 
 
-def evaluate(
-    manifest: str | Path,
+def detection_table(
+    ds: DatasetFeatures,
     scorer: PairScorer,
-    backend: FaceBackend,
-    *,
-    match_threshold: float | None = None,
-    cache_dir: Path | None = None,
+    idx: Sequence[int] | None = None,
     progress: StageProgress | None = None,
-    dataset: DatasetFeatures | None = None,
-) -> dict[str, Any]:
-    """Run the whole protocol (module docstring); returns the report dict whose first
-    keys are REQUIRED_KEYS."""
-    t0 = time.perf_counter()
+) -> dict[str, np.ndarray]:
+    """Every image of ``idx`` once (module docstring): score, decision, whether it had
+    references, whether it had no face. Arrays are over all rows (zeros elsewhere)."""
+    n = len(ds.rows)
     ex = scorer.extractor
-    thr = backend.match_threshold if match_threshold is None else float(match_threshold)
-    if dataset is None:
-        dataset = DatasetFeatures(read_manifest(manifest), backend, cache_dir)
-        dataset.detect_all((lambda d, n, _w: progress("detect faces", d, n)) if progress else None)
-    ds = dataset
-    rows = ds.rows
-    n = len(rows)
-    y = np.array([r.label == "fake" for r in rows], int)
-    methods = [r.method for r in rows]
-
-    # ---- detection table (leave-one-out references)
-    det_score = np.zeros(n)
-    det_pred = np.zeros(n, bool)
-    has_ref = np.zeros(n, bool)
-    no_face = np.zeros(n, bool)
-    for i in range(n):
+    idx = list(range(n)) if idx is None else list(idx)
+    out = {
+        "score": np.zeros(n),
+        "pred": np.zeros(n, bool),
+        "has_ref": np.zeros(n, bool),
+        "no_face": np.zeros(n, bool),
+        "threshold": np.full(n, np.nan),
+    }
+    for c, i in enumerate(idx):
         k, refs, _name = ds.loo_pair(i)
         if k is None:
-            no_face[i] = True
+            out["no_face"][i] = True
         else:
             s, t = scorer.scores([(ds.entry(ex, i, k), [ds.entry(ex, j, kj) for j, kj in refs])])
-            det_score[i], det_pred[i] = s[0], s[0] >= t[0]
-            has_ref[i] = bool(refs)
+            out["score"][i], out["pred"][i], out["threshold"][i] = s[0], s[0] >= t[0], t[0]
+            out["has_ref"][i] = bool(refs)
         if progress:
-            progress("detection table", i + 1, n)
+            progress("detection table", c + 1, len(idx))
     ds.save()
-    table = detection_metrics(y, det_score, det_pred, methods)
-    strata = {}
-    for label, sel in (("with_refs", has_ref), ("no_refs", ~has_ref & ~no_face)):
-        sub = detection_metrics(y[sel], det_score[sel], det_pred[sel], np.asarray(methods)[sel])
-        strata[label] = {k: sub[k] for k in ("real_acc", "fake_acc", "avg_acc", "auc")}
-        strata[label]["n"] = int(sel.sum())
+    return out
 
-    # ---- queries
+
+def stage1_claims(ds: DatasetFeatures, threshold: float) -> tuple[list[str | None], np.ndarray]:
+    """Per image: the identity it is scored for in the detection table, and whether
+    stage 1 claims it for that identity (its face of interest matches one of the
+    identity's other real photos at ``threshold``)."""
+    names: list[str | None] = []
+    claimed = np.zeros(len(ds.rows), bool)
+    for i in range(len(ds.rows)):
+        k, _refs, name = ds.loo_pair(i)
+        names.append(name)
+        if k is not None and name:
+            claimed[i] = ds.best_face(i, name)[1] >= threshold
+    return names, claimed
+
+
+def retrieval(
+    ds: DatasetFeatures,
+    scorer: PairScorer,
+    threshold: float,
+    idx: Sequence[int] | None = None,
+    progress: StageProgress | None = None,
+) -> tuple[list[dict[str, Any]], int, int]:
+    """The impersonation queries (module docstring) with the images of ``idx`` as
+    both the queries and the database. Returns (per query, fake pairs, fake pairs
+    claimed by stage 1)."""
+    rows = ds.rows
+    ex = scorer.extractor
+    n = len(rows)
+    idx = list(range(n)) if idx is None else sorted(idx)
     fake_by_name: dict[str, list[int]] = defaultdict(list)
-    for i, r in enumerate(rows):
-        if r.label == "fake":
-            for nm in r.identities:
+    for i in idx:
+        if rows[i].label == "fake":
+            for nm in rows[i].identities:
                 fake_by_name[nm].append(i)
+    inside = set(idx)
     names = sorted(nm for nm in ds.real_by_name if fake_by_name.get(nm))
-    queries = [(nm, q) for nm in names for q in ds.real_by_name[nm]]
+    queries = [(nm, q) for nm in names for q in ds.real_by_name[nm] if q in inside]
     per_query: list[dict[str, Any]] = []
     match_pairs = match_hits = 0
     for qi, (nm, q) in enumerate(queries):
-        positive = np.array([nm in r.identities and r.label == "fake" for r in rows])
-        positive[q] = False
+        db = [i for i in idx if i != q]
+        positive = np.array([nm in rows[i].identities and rows[i].label == "fake" for i in db])
         kq, _ = ds.best_face(q, nm)
-        scores: list[float | None] = [None] * n
+        scores: list[float | None] = [None] * len(db)
         if kq is not None:
             ref_emb = ds.embeddings[q][kq]
             ref_entry = ds.entry(ex, q, kq)
-            claimed: list[tuple[int, int]] = []
-            for i in range(n):
-                if i == q or not len(ds.embeddings[i]):
+            claimed: list[tuple[int, int, int]] = []
+            for c, i in enumerate(db):
+                if not len(ds.embeddings[i]):
                     continue
                 sims = ds.embeddings[i] @ ref_emb
                 k = int(np.argmax(sims))
-                if sims[k] >= thr:
-                    claimed.append((i, k))
-            s, _t = scorer.scores([(ds.entry(ex, i, k), [ref_entry]) for i, k in claimed])
-            for (i, _k), v in zip(claimed, s, strict=True):
-                scores[i] = float(v)
-        ap = average_precision([scores[i] for i in range(n) if i != q], np.delete(positive, q))
+                if sims[k] >= threshold:
+                    claimed.append((c, i, k))
+            s, _t = scorer.scores([(ds.entry(ex, i, k), [ref_entry]) for _c, i, k in claimed])
+            for (c, _i, _k), v in zip(claimed, s, strict=True):
+                scores[c] = float(v)
+        ap = average_precision(scores, positive)
         n_pos = int(positive.sum())
-        n_hit = sum(1 for i in np.flatnonzero(positive) if scores[i] is not None)
+        n_hit = sum(1 for c in np.flatnonzero(positive) if scores[c] is not None)
         match_pairs += n_pos
         match_hits += n_hit
         per_query.append(
@@ -274,9 +333,11 @@ def evaluate(
         if progress:
             progress("queries", qi + 1, len(queries))
     ds.save()
-    map_, per_identity = mean_ap([(p["identity"], p["ap"]) for p in per_query])
+    return per_query, match_pairs, match_hits
 
-    # ---- stage 1 on real pairs
+
+def stage1_real_pairs(ds: DatasetFeatures, threshold: float) -> dict[str, int]:
+    """Genuine / impostor pairs of real photos and how many stage 1 claims."""
     genuine = gen_hit = impostor = imp_hit = 0
     for nm, reals in ds.real_by_name.items():
         for q in reals:
@@ -284,11 +345,12 @@ def evaluate(
             if kq is None:
                 continue
             ref_emb = ds.embeddings[q][kq]
-            for i, r in enumerate(rows):
+            for i, r in enumerate(ds.rows):
                 if i == q or r.label != "real":
                     continue
                 hit = (
-                    bool(len(ds.embeddings[i])) and float((ds.embeddings[i] @ ref_emb).max()) >= thr
+                    bool(len(ds.embeddings[i]))
+                    and float((ds.embeddings[i] @ ref_emb).max()) >= threshold
                 )
                 if nm in r.identities:
                     genuine += 1
@@ -296,6 +358,59 @@ def evaluate(
                 else:
                     impostor += 1
                     imp_hit += hit
+    return {"genuine": genuine, "gen_hit": gen_hit, "impostor": impostor, "imp_hit": imp_hit}
+
+
+def strata_metrics(
+    y: np.ndarray,
+    score: np.ndarray,
+    pred: np.ndarray,
+    methods: Sequence[str],
+    has_ref: np.ndarray,
+    no_face: np.ndarray,
+) -> dict[str, dict[str, Any]]:
+    strata = {}
+    methods = np.asarray(methods)
+    for label, sel in (("with_refs", has_ref), ("no_refs", ~has_ref & ~no_face)):
+        sub = detection_metrics(y[sel], score[sel], pred[sel], methods[sel])
+        strata[label] = {k: sub[k] for k in ("real_acc", "fake_acc", "avg_acc", "auc")}
+        strata[label]["n"] = int(sel.sum())
+    return strata
+
+
+def evaluate(
+    manifest: str | Path,
+    scorer: PairScorer,
+    backend: FaceBackend,
+    *,
+    match_threshold: float | None = None,
+    cache_dir: Path | None = None,
+    progress: StageProgress | None = None,
+    dataset: DatasetFeatures | None = None,
+) -> dict[str, Any]:
+    """Run the whole protocol (module docstring); returns the report dict whose first
+    keys are REQUIRED_KEYS."""
+    t0 = time.perf_counter()
+    thr = backend.match_threshold if match_threshold is None else float(match_threshold)
+    if dataset is None:
+        dataset = DatasetFeatures(read_manifest(manifest), backend, cache_dir)
+        dataset.detect_all((lambda d, n, _w: progress("detect faces", d, n)) if progress else None)
+    ds = dataset
+    rows = ds.rows
+    n = len(rows)
+    y = np.array([r.label == "fake" for r in rows], int)
+    methods = [r.method for r in rows]
+
+    det = detection_table(ds, scorer, progress=progress)
+    table = detection_metrics(y, det["score"], det["pred"], methods)
+    strata = strata_metrics(y, det["score"], det["pred"], methods, det["has_ref"], det["no_face"])
+    names, claimed = stage1_claims(ds, thr)
+    same = same_identity_auc(names, y, det["score"], claimed)
+
+    per_query, match_pairs, match_hits = retrieval(ds, scorer, thr, progress=progress)
+    map_, per_identity = mean_ap([(p["identity"], p["ap"]) for p in per_query])
+    s1 = stage1_real_pairs(ds, thr)
+    no_face = det["no_face"]
 
     report: dict[str, Any] = {
         "map": map_,
@@ -303,17 +418,23 @@ def evaluate(
         "fake_acc": table["fake_acc"],
         "avg_acc": table["avg_acc"],
         "auc": table["auc"],
+        "same_identity_auc": same["mean"],
         "stage1_fake_match_rate": _rate(match_hits, match_pairs),
-        "stage1_tar": _rate(gen_hit, genuine),
-        "stage1_far": _rate(imp_hit, impostor),
+        "stage1_tar": _rate(s1["gen_hit"], s1["genuine"]),
+        "stage1_far": _rate(s1["imp_hit"], s1["impostor"]),
         "n_images": n,
         "n_no_face": int(no_face.sum()),
-        "n_queries": len(queries),
+        "n_queries": len(per_query),
         "per_method": table["per_method"],
         "detector": scorer.describe(),
         "face_backend": backend.name,
         "seconds": round(time.perf_counter() - t0, 2),
         # ---- more than the required keys
+        "same_identity": {
+            "auc_mean_over_identities": same["mean"],
+            "auc_pooled": same["pooled"],
+            **{k: v for k, v in same.items() if k not in ("mean", "pooled")},
+        },
         "match_threshold": thr,
         "n_identities": len(per_identity),
         "n_real": int((y == 0).sum()),
@@ -325,9 +446,23 @@ def evaluate(
         },
         "detection_references": "leave-one-out: the other real photos of the labelled identity",
         "strata": strata,
-        "stage1_pairs": {"fake": match_pairs, "genuine": genuine, "impostor": impostor},
+        "stage1_pairs": {"fake": match_pairs, "genuine": s1["genuine"], "impostor": s1["impostor"]},
         "ap_per_identity": per_identity,
         "queries": per_query,
         "feature_seconds_per_image": ds.timing_per_image(),
+        # Per image, for plots (core.evaluation.plots) and further analysis.
+        "scores": {
+            "file": [r.path.name for r in rows],
+            "label": y.tolist(),
+            "method": methods,
+            "family": [family_of(r.method, r.label) for r in rows],
+            "identity": [nm or "" for nm in names],
+            "has_face": (~no_face).astype(int).tolist(),
+            "score": det["score"].round(6).tolist(),
+            "pred": det["pred"].astype(int).tolist(),
+            "has_ref": det["has_ref"].astype(int).tolist(),
+            "no_face": no_face.astype(int).tolist(),
+            "threshold": det["threshold"].round(6).tolist(),
+        },
     }
     return report

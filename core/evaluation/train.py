@@ -4,9 +4,9 @@ Rows are the images of the manifest in the leave-one-out setting of the detectio
 table (core.evaluation.protocol): the face of interest of each image, with the other
 real photos of its labelled identity as references. Images without a face are left
 out (the system never scores them). The head (core.forensics.head.train_head) picks
-its regularisation, calibration and threshold on an inner identity-grouped CV of the
-training data; on top of that an outer identity-grouped K-fold estimate of accuracy
-on unseen people is stored in the file's ``training.metrics``.
+its regularisation, calibration and threshold on an inner grouped CV of the
+training data; on top of that an outer K-fold estimate of accuracy on unseen people
+and source figures (core.evaluation.grouping) is stored in ``training.metrics``.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from core.evaluation.dataset_features import (
     DatasetFeatures,
     FeatureExtractor,
     Progress,
-    identity_groups,
     read_manifest,
 )
+from core.evaluation.grouping import leakage_groups
 from core.evaluation.protocol import detection_metrics
 from core.faces.base import FaceBackend
 from core.forensics import features as F
@@ -50,12 +50,12 @@ def training_matrix(
     names: Sequence[str],
     progress: Progress | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[int]]:
-    """(X, y, identity groups, methods, row indices) over images with a face."""
+    """(X, y, leakage groups, methods, row indices) over images with a face."""
     rows = ds.loo_features(ex, progress)
     keep = [i for i, r in enumerate(rows) if r is not None]
     X = np.array([[rows[i]["features"][n] for n in names] for i in keep], np.float64)
     y = np.array([ds.rows[i].label == "fake" for i in keep], int)
-    groups = identity_groups(ds.rows)[keep]
+    groups = leakage_groups(ds.rows)[keep]
     methods = np.array([ds.rows[i].method for i in keep])
     return X, y, groups, methods, keep
 
@@ -71,7 +71,7 @@ def query_pair_matrix(
     for fakes of X, 0 for real photos (of X, or of look-alikes stage 1 let through);
     fakes of other people are left out (neither label fits). Returns X, y, groups
     (of the claimed image) and methods."""
-    groups_all = identity_groups(ds.rows)
+    groups_all = leakage_groups(ds.rows)
     feats, y, grp, meth = [], [], [], []
     for name, reals in ds.real_by_name.items():
         for q in reals:
@@ -115,8 +115,9 @@ def grouped_cv(
     target: float = 0.9,
     report_rows: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Identity-disjoint K-fold estimate: each fold's head is trained (with its own
-    inner CV for C, calibration and threshold) without the test fold's people.
+    """Grouped K-fold estimate: each fold's head is trained (with its own inner CV for
+    C, calibration and threshold) without the test fold's people and source figures
+    (``groups``: core.evaluation.grouping.leakage_groups).
     Metrics are over ``report_rows`` (a mask; default every row)."""
     from sklearn.model_selection import StratifiedGroupKFold
 
@@ -220,7 +221,7 @@ def train_detector(
             "n_extra_rows": int(n_extra),
             "n_fake": int(y.sum()),
             "n_without_face": int(len(rows) - len(keep)),
-            "n_identity_groups": n_groups,
+            "n_leakage_groups": n_groups,
             "groups": list(groups),
             "references": "leave-one-out: the other real photos of the labelled identity"
             + (
@@ -231,14 +232,21 @@ def train_detector(
             ),
             "face_backend": backend.name,
             "target": f"threshold at real accuracy {target_real_accuracy:.2f} on inner "
-            "identity-grouped out-of-fold scores",
-            "metrics": {f"identity_grouped_{cv_folds}fold": cv},
+            "grouped (identity + source figure) out-of-fold scores",
+            "metrics": {f"identity_figure_grouped_{cv_folds}fold": cv},
             "feature_seconds_per_image": ds.timing_per_image(),
         },
     )
     head.detector = extractor.name
-    if extractor.reencode_quality:
-        head.preprocess = {"reencode_jpeg_quality": int(extractor.reencode_quality)}
+    head.preprocess = (
+        extractor.preprocess()
+        if hasattr(extractor, "preprocess")
+        else (
+            {"reencode_jpeg_quality": int(extractor.reencode_quality)}
+            if extractor.reencode_quality
+            else {}
+        )
+    )
     head.backbones = {**extractor.backbones(), "face_backend": backend.name}
     head.feature_layout = layout
     head.save(out)

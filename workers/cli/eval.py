@@ -1,6 +1,7 @@
 """``idwatch eval`` and ``idwatch detector train|split`` (registered by workers/cli.py).
 
-idwatch eval MANIFEST [--detector offline|univfd|HEAD.json] [--json OUT]
+idwatch eval MANIFEST [--detector offline|univfd|HEAD.json] [--json OUT] [--plots DIR]
+idwatch eval MANIFEST --cv grouped [--folds 5] [--seeds 1] [--logo] [--plots DIR] [--json OUT]
 idwatch detector train MANIFEST --out HEAD.json [--backbone offline|clip] [--groups ...]
 idwatch detector split MANIFEST --out DIR [--test-fraction 0.5] [--seed 0]
 """
@@ -105,7 +106,14 @@ def make_scorer(
     head = Head.load(path)
     q = head.preprocess.get("reencode_jpeg_quality")
     if head.detector == "offline":
-        ex = OfflineExtractor(_identity_for(head_identity(head), backend, model_dir), q)
+        from core.forensics.normalise import Normaliser
+
+        norm = head.preprocess.get("normalise")
+        ex = OfflineExtractor(
+            _identity_for(head_identity(head), backend, model_dir),
+            reencode_quality=q,
+            normaliser=Normaliser.from_dict(norm) if norm else None,
+        )
     elif head.detector == "clip-ref":
         from core.forensics.clip_ref import ClipRefExtractor, make_encoder
 
@@ -133,10 +141,13 @@ def print_report(r: dict[str, Any]) -> None:
         t.add_row(k, _f(r[k]))
     out.print(t)
     m = Table(title="per method (accuracy: real for originals, fake for generators)")
-    for c in ("method", "n", "acc"):
+    cols = ["method", "n", "acc"]
+    if any("figures" in v for v in r["per_method"].values()):
+        cols = ["method", "n", "figures", "groups", "acc"]
+    for c in cols:
         m.add_column(c, justify="left" if c == "method" else "right")
     for name, v in r["per_method"].items():
-        m.add_row(name, str(v["n"]), _f(v["acc"]))
+        m.add_row(name, *(_f(v.get(c, "")) for c in cols[1:]))
     out.print(m)
     s = r.get("strata", {})
     if s:
@@ -146,6 +157,69 @@ def print_report(r: dict[str, Any]) -> None:
         for name, v in s.items():
             st.add_row(name, *(_f(v[c]) for c in ("n", "real_acc", "fake_acc", "avg_acc", "auc")))
         out.print(st)
+    if r.get("folds"):
+        ft = Table(title="folds (test side; leaks = identities/figures also in training)")
+        cols = ["seed", "fold", "images", "real", "fake", "figures", "groups", "largest"]
+        cols += ["groups chosen", "real_acc", "fake_acc", "auc", "same_id_auc", "map", "leaks"]
+        for c in cols:
+            ft.add_column(c, justify="right")
+        for f in r["folds"]:
+            te = f["test"]
+            ft.add_row(
+                *tuple(str(v) for v in (f["seed"], f["fold"], te["n_images"], te["n_real"]))
+                + (str(te["n_fake"]), str(te["n_figures"]), str(te["n_groups"]))
+                + (str(te["largest_group"]), f["feature_groups"])
+                + tuple(
+                    _f(f.get(k, float("nan")))
+                    for k in ("real_acc", "fake_acc", "auc", "same_identity_auc", "map")
+                )
+                + (str(f["leaks"]),)
+            )
+        out.print(ft)
+        pt = Table(title="pooled out-of-fold (mean ± sd over seeds) and per fold (mean ± sd)")
+        for c in ("measure", "pooled", "per fold"):
+            pt.add_column(c, justify="left" if c == "measure" else "right")
+        for k, v in r["pooled"].items():
+            pf = r["per_fold"][k]
+            pt.add_row(k, f"{_f(v['mean'])} ± {_f(v['sd'])}", f"{_f(pf['mean'])} ± {_f(pf['sd'])}")
+        out.print(pt)
+    if r.get("logo"):
+        lt = Table(title="leave one generator out (trained without the family, tested on it)")
+        for c in ("family", "fakes", "figures", "groups", "real_acc", "fake_acc", "avg", "auc"):
+            lt.add_column(c, justify="left" if c == "family" else "right")
+        for fam, v in r["logo"].items():
+            if "skipped" in v:
+                lt.add_row(fam, str(v["n_fake"]), "", "", v["skipped"])
+                continue
+            lt.add_row(
+                fam,
+                str(v["n_fake"]),
+                str(v["figures"]),
+                str(v["n_groups"]),
+                *(_f(v[k]["mean"]) for k in ("real_acc", "fake_acc", "avg_acc", "auc")),
+            )
+        out.print(lt)
+    c = r.get("confound")
+    if c:
+        from core.evaluation.plots import CONFOUND_GROUPS, CONFOUND_PANELS, _confound_values
+
+        ct = Table(title="where did a real image come from? (out-of-fold AUC of a probe)")
+        ct.add_column("probe")
+        for g in CONFOUND_GROUPS:
+            ct.add_column(g, justify="right")
+        for panel, _title in CONFOUND_PANELS:
+            for cond in ("baseline", "this"):
+                v = _confound_values(c, panel, cond)
+                if v:
+                    ct.add_row(
+                        f"{panel} ({cond})", *(_f(v.get(g, float("nan"))) for g in CONFOUND_GROUPS)
+                    )
+        out.print(ct)
+        null = c.get("null", {})
+        out.print(
+            f"chance (shuffled labels): mean {_f(null.get('mean'))}, "
+            f"95th percentile {_f(null.get('p95'))}; bound {_f(c.get('bound'))}"
+        )
 
 
 def eval_cmd(
@@ -165,11 +239,50 @@ def eval_cmd(
     cache: Annotated[
         Path | None, typer.Option(help="Feature cache folder (default: DATA_DIR/eval-cache).")
     ] = None,
+    cv: Annotated[
+        str | None,
+        typer.Option(
+            help="Train and test a head per fold instead of scoring a given one: 'grouped' "
+            "(folds never share a person or a source figure; nested selection) or "
+            "'identity' (the older identity-only folds, for comparison)."
+        ),
+    ] = None,
+    folds: Annotated[int, typer.Option(help="--cv: number of folds.")] = 5,
+    seeds: Annotated[int, typer.Option(help="--cv: repetitions with other fold draws.")] = 1,
+    logo: Annotated[
+        bool, typer.Option("--logo", help="--cv: add the leave-one-generator-out table.")
+    ] = False,
+    groups: Annotated[
+        str | None,
+        typer.Option(
+            help="--cv: feature-group sets the nested selection chooses from, ';'-separated "
+            "(one set: fixed, no selection). Default: "
+            "face,image,ref;image,ref;face,ref;ref;face,image;face,image,jpeg,ref."
+        ),
+    ] = None,
+    normalise: Annotated[
+        bool,
+        typer.Option(
+            help="--cv: random re-encode and down-scale seeded by content before features "
+            "(core.forensics.normalise); --no-normalise: format-blind JPEG q90 only."
+        ),
+    ] = True,
+    confound: Annotated[
+        bool, typer.Option(help="--cv: measure the residual PNG/JPEG confound.")
+    ] = True,
+    target_real_accuracy: Annotated[
+        float, typer.Option(help="--cv: threshold target on the inner out-of-fold scores.")
+    ] = 0.9,
+    plots: Annotated[
+        Path | None,
+        typer.Option(help="Write ROC, histograms, t-SNE maps and index.html into DIR."),
+    ] = None,
     allow_random_backbone: Annotated[
         bool, typer.Option(hidden=True, help="Tests only: random CLIP weights.")
     ] = False,
 ) -> None:
     """Measure impersonation retrieval (mAP), detection accuracy and stage 1 on MANIFEST."""
+    from core.evaluation.dataset_features import DatasetFeatures, read_manifest
     from core.evaluation.protocol import evaluate
 
     settings = _settings()
@@ -177,30 +290,115 @@ def eval_cmd(
     if not manifest.is_file():
         console.print(f"[red]no such manifest: {manifest}")
         raise typer.Exit(2)
+    if cv not in (None, "grouped", "identity"):
+        raise typer.BadParameter("--cv must be grouped or identity")
+    if cv is None and (logo or groups):
+        raise typer.BadParameter("--logo and --groups need --cv")
     from core.errors import ModelUnavailable
     from core.forensics.head import HeadFormatError
 
     try:
         backend = _backend(face_backend, model_dir)
-        scorer = make_scorer(detector, backend, model_dir, allow_random_backbone)
+        scorer = None if cv else make_scorer(detector, backend, model_dir, allow_random_backbone)
     except (ModelUnavailable, HeadFormatError) as exc:
         console.print(f"[red]{exc}")
         raise typer.Exit(2) from exc
     thr = match_threshold if match_threshold is not None else settings.match_threshold
+    cache_dir = cache or settings.data_dir / "eval-cache"
+    table = None
+    tsne_groups = None
     with _progress() as prog:
-        report = evaluate(
-            manifest,
-            scorer,
-            backend,
-            match_threshold=thr,
-            cache_dir=cache or settings.data_dir / "eval-cache",
-            progress=_stage_progress(prog),
-        )
+        cb = _stage_progress(prog)
+        ds = DatasetFeatures(read_manifest(manifest), backend, cache_dir)
+        ds.detect_all(lambda d, n, _w: cb("detect faces", d, n))
+        if cv:
+            report, table = _run_cv(
+                manifest,
+                backend,
+                ds,
+                cv,
+                folds,
+                seeds,
+                logo,
+                groups,
+                normalise,
+                confound,
+                target_real_accuracy,
+                thr,
+                detector,
+                cb,
+            )
+            chosen = report["feature_groups_chosen"]
+            tsne_groups = max(chosen, key=chosen.get) if chosen else None
+        else:
+            assert scorer is not None
+            report = evaluate(
+                manifest, scorer, backend, match_threshold=thr, progress=cb, dataset=ds
+            )
+            if plots is not None:
+                from core.evaluation.honest import build_table
+
+                table = build_table(ds, scorer.extractor, report["match_threshold"])
+                head = getattr(scorer, "head", None)
+                if head is not None:
+                    tsne_groups = ",".join(sorted({n.split(".")[0] for n in head.feature_names}))
     print_report(report)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report, indent=1, default=float) + "\n")
         console.print(f"wrote {json_out}")
+    if plots is not None:
+        from core.evaluation.plots import write_all
+
+        images = write_all(plots, report, table, tsne_groups)
+        console.print(f"wrote {plots / 'index.html'} ({len(images)} pictures)")
+
+
+def _run_cv(
+    manifest,
+    backend,
+    ds,
+    cv,
+    folds,
+    seeds,
+    logo,
+    groups,
+    normalise,
+    confound,
+    target,
+    thr,
+    detector,
+    cb,
+):
+    from core.evaluation.cv_eval import run_cv
+    from core.evaluation.dataset_features import OfflineExtractor
+    from core.evaluation.honest import DEFAULT_CANDIDATES
+    from core.forensics.normalise import Normaliser
+
+    if detector not in (None, "offline"):
+        raise typer.BadParameter("--cv trains offline heads; --detector must be offline or unset")
+    emb = backend  # identity features from the face backend under evaluation
+    ex = OfflineExtractor(emb, 90, normaliser=Normaliser() if normalise else None)
+    baseline = OfflineExtractor(emb, 90) if normalise else None
+    candidates = [
+        g.strip() for g in (groups or ";".join(DEFAULT_CANDIDATES)).split(";") if g.strip()
+    ]
+    return run_cv(
+        manifest,
+        backend,
+        ex,
+        folds=folds,
+        seeds=seeds,
+        group_by="leakage" if cv == "grouped" else "identity",
+        candidates=candidates,
+        target_real_accuracy=target,
+        logo=logo,
+        confound=confound,
+        baseline_extractor=baseline,
+        match_threshold=thr,
+        progress=cb,
+        dataset=ds,
+    )
 
 
 @detector_app.command("train")
@@ -215,13 +413,23 @@ def train_cmd(
         bool,
         typer.Option(help="Re-encode every image as JPEG q90 before features (and at use)."),
     ] = True,
+    normalise: Annotated[
+        bool,
+        typer.Option(
+            help="Random re-encode and down-scale seeded by content before features "
+            "(core.forensics.normalise; replaces --format-blind). The head records it, "
+            "and the offline detector applies it at use."
+        ),
+    ] = False,
     target_real_accuracy: Annotated[
         float, typer.Option(min=0.5, max=0.999, help="Threshold target (share of reals kept).")
     ] = 0.9,
     cv_folds: Annotated[
         int,
         typer.Option(
-            min=0, max=50, help="Identity-grouped CV folds for the estimate (0 or 1: none)."
+            min=0,
+            max=50,
+            help="Identity- and figure-grouped CV folds for the estimate (0 or 1: none).",
         ),
     ] = 5,
     query_pairs: Annotated[
@@ -272,8 +480,14 @@ def train_cmd(
     try:
         backend = _backend(face_backend, model_dir)
         if backbone == "offline":
+            from core.forensics.normalise import Normaliser
+
             ident = identity or backend.name
-            ex = OfflineExtractor(_identity_for(ident, backend, model_dir), reencode_quality=q)
+            ex = OfflineExtractor(
+                _identity_for(ident, backend, model_dir),
+                reencode_quality=q,
+                normaliser=Normaliser() if normalise else None,
+            )
         else:
             from core.forensics.clip_ref import ClipRefExtractor, make_encoder
 
@@ -308,7 +522,7 @@ def train_cmd(
     )
     if cv:
         out.print(
-            "identity-grouped CV: "
+            "identity+figure-grouped CV: "
             + ", ".join(f"{k}={_f(cv[k])}" for k in ("real_acc", "fake_acc", "avg_acc", "auc"))
         )
 
@@ -345,7 +559,7 @@ def split_cmd(
     ] = 0.5,
     seed: Annotated[int, typer.Option(min=0, help="Random seed of the split.")] = 0,
 ) -> None:
-    """Write identity-disjoint train.csv / test.csv (absolute paths)."""
+    """Write train.csv / test.csv (absolute paths) sharing no person and no figure."""
     from core.evaluation.dataset_features import write_split
 
     train, test = write_split(manifest, out_dir, test_fraction, seed)
