@@ -332,7 +332,7 @@ def test_plots_are_written_and_not_empty(tmp_path: Path) -> None:
 @pytest.mark.dataset
 @pytest.mark.slow
 @needs_faces_dev
-def test_png_origin_is_not_predictable_after_normalisation(pytestconfig) -> None:
+def test_png_origin_is_not_predictable_after_normalisation() -> None:
     """The residual-confound test (README, Detection quality). On faces-dev's real
     images, a probe trained on the detector's features (every group the nested
     selection may choose, and the jpeg group alone) must not tell PNG-origin from
@@ -344,7 +344,10 @@ def test_png_origin_is_not_predictable_after_normalisation(pytestconfig) -> None
     from core.evaluation.honest import build_table, container_swap_confound, png_confound
     from core.faces.dlib_backend import DlibFaceBackend
 
-    cache = pytestconfig.cache.mkdir("idwatch-eval-cache")  # kept between runs
+    # Kept between runs (the suite runs without pytest's cache plugin): extraction on
+    # faces-dev takes minutes the first time, seconds after.
+    cache = Path.home() / ".cache" / "identity-watch" / "test-eval-cache"
+    cache.mkdir(parents=True, exist_ok=True)
     backend = DlibFaceBackend()
     backend.load()
     ds = DatasetFeatures(read_manifest(FACES_DEV / "manifest.csv"), backend, cache)
