@@ -247,8 +247,10 @@ def eval_cmd(
             "'identity' (the older identity-only folds, for comparison)."
         ),
     ] = None,
-    folds: Annotated[int, typer.Option(help="--cv: number of folds.")] = 5,
-    seeds: Annotated[int, typer.Option(help="--cv: repetitions with other fold draws.")] = 1,
+    folds: Annotated[int, typer.Option(min=2, max=50, help="--cv: number of folds.")] = 5,
+    seeds: Annotated[
+        int, typer.Option(min=1, max=20, help="--cv: repetitions with other fold draws.")
+    ] = 1,
     logo: Annotated[
         bool, typer.Option("--logo", help="--cv: add the leave-one-generator-out table.")
     ] = False,
@@ -271,7 +273,10 @@ def eval_cmd(
         bool, typer.Option(help="--cv: measure the residual PNG/JPEG confound.")
     ] = True,
     target_real_accuracy: Annotated[
-        float, typer.Option(help="--cv: threshold target on the inner out-of-fold scores.")
+        float,
+        typer.Option(
+            min=0.5, max=1.0, help="--cv: threshold target on the inner out-of-fold scores."
+        ),
     ] = 0.9,
     plots: Annotated[
         Path | None,
