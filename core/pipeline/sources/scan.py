@@ -100,7 +100,7 @@ class ScanSummary:
     submitted: int = 0
     new: int = 0  # submissions that created an upload
     duplicates: int = 0  # submissions of bytes already known (an earlier upload)
-    # Files passed over, each {"path", "reason"}: not media, videos (not enabled yet),
+    # Files passed over, each {"path", "reason"}: not media, media over its limits,
     # links out of a folder, FIFOs... (core.pipeline.sources.admit decides).
     skipped: list[dict[str, str]] = field(default_factory=list)
     scanned: int = 0  # distinct uploads
