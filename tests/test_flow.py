@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -90,6 +92,54 @@ def test_core_never_imports_celery(tmp_path):
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def _core_imports() -> dict[str, set[str]]:
+    """core module -> the core modules it imports, at module level or inside functions
+    (an import moved into a function still closes a circle)."""
+    root = Path(__file__).resolve().parents[1]
+    files = {}
+    for p in (root / "core").rglob("*.py"):
+        parts = p.relative_to(root).with_suffix("").parts
+        files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
+    graph: dict[str, set[str]] = {}
+    for mod, path in files.items():
+        pkg = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = pkg.split(".")[: len(pkg.split(".")) - (node.level - 1)]
+                    base = ".".join([*up, base] if base else up)
+                names = [base, *(f"{base}.{a.name}" for a in node.names)]
+            # A package's own __init__ is not a circle with its modules.
+            targets |= {n for n in names if n in files and n != mod and not mod.startswith(n + ".")}
+        graph[mod] = targets
+    return graph
+
+
+def test_no_import_circle_under_core():
+    graph = _core_imports()
+    assert "core.pipeline.verdicts" in graph and graph["core.pipeline.verdicts"]
+    state: dict[str, int] = {}  # 1 on the stack, 2 done
+
+    def visit(mod: str, stack: list[str]) -> None:
+        state[mod] = 1
+        for nxt in sorted(graph[mod]):
+            if state.get(nxt) == 1:
+                circle = stack[stack.index(nxt) :] + [nxt]
+                raise AssertionError("import circle: " + " -> ".join(circle))
+            if nxt not in state:
+                visit(nxt, [*stack, nxt])
+        state[mod] = 2
+
+    for mod in sorted(graph):
+        if mod not in state:
+            visit(mod, [mod])
 
 
 def test_registry_loads_by_name_lazily():
