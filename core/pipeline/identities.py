@@ -177,17 +177,27 @@ def _check_duplicates(svc: Services, name: str, prepared: list[PreparedPhoto]) -
     check_duplicates([p.check for p in prepared], vecs, existing, backend)
 
 
-def list_identities(svc: Services) -> list[dict]:
+def list_identities(svc: Services, limit: int | None = None, offset: int = 0) -> list[dict]:
+    """Identities in registration order; ``limit``/``offset`` page in the query, and the
+    references and alerts are counted for that page only."""
     with svc.db.session() as s:
+        page = list(
+            s.scalars(select(Identity).order_by(Identity.id).offset(offset or None).limit(limit))
+        )
+        ids = [i.id for i in page]
         refs = dict(
             s.execute(
-                select(ReferencePhoto.identity_id, func.count()).group_by(
-                    ReferencePhoto.identity_id
-                )
+                select(ReferencePhoto.identity_id, func.count())
+                .where(ReferencePhoto.identity_id.in_(ids))
+                .group_by(ReferencePhoto.identity_id)
             ).all()
         )
         alerts = dict(
-            s.execute(select(Alert.identity_id, func.count()).group_by(Alert.identity_id)).all()
+            s.execute(
+                select(Alert.identity_id, func.count())
+                .where(Alert.identity_id.in_(ids))
+                .group_by(Alert.identity_id)
+            ).all()
         )
         return [
             {
@@ -198,8 +208,13 @@ def list_identities(svc: Services) -> list[dict]:
                 "created_at": i.created_at.isoformat(),
                 "state": "erasing" if i.erasing_at else "protected",
             }
-            for i in s.scalars(select(Identity).order_by(Identity.id))
+            for i in page
         ]
+
+
+def count_identities(svc: Services) -> int:
+    with svc.db.session() as s:
+        return s.scalar(select(func.count()).select_from(Identity)) or 0
 
 
 def show_identity(svc: Services, name_or_id: str) -> dict | None:
