@@ -45,6 +45,7 @@ from fastapi import (
 )
 from fastapi.responses import JSONResponse
 from sqlalchemy import func, select, text
+from starlette.types import ASGIApp
 
 from core.alerts.listing import count_alerts, list_alerts
 from core.errors import Rejected
@@ -90,6 +91,14 @@ def _csp_for(path: str) -> str:
     return API_CSP
 
 
+class IngestApp(FastAPI):
+    """FastAPI with the security headers outside everything, so that the answers FastAPI
+    makes outside the user middleware (413 over the body limit, 500) carry them too."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return SecurityHeaders(super().build_middleware_stack(), csp_for=_csp_for)
+
+
 def create_app(
     svc: Services,
     dispatcher: Dispatcher,
@@ -118,7 +127,7 @@ def create_app(
     # In-process pipeline runs share one Services (models, vector store): one at a time.
     inline_lock = threading.Lock()
 
-    app = FastAPI(
+    app = IngestApp(
         title="identity-watch ingest API",
         summary="Submit images and videos; poll their status and the deepfake alerts they raise.",
         version="1",
@@ -140,8 +149,6 @@ def create_app(
         open_paths=open_paths,
         open_prefixes=(*DOCS_PREFIXES, *((REVIEW_PREFIX,) if review_on else ())),
     )
-    # Added last, so outermost: refusals made before any route carry the headers too.
-    app.add_middleware(SecurityHeaders, csp_for=_csp_for)
 
     app.state.key_checker = checker
     auth = [Depends(require_key)]
