@@ -21,14 +21,12 @@ COMMON = {
 _NEVER = "frame-ancestors 'none'; base-uri 'none'"
 # JSON answers load nothing.
 API_CSP = f"default-src 'none'; form-action 'none'; {_NEVER}"
-# The docs pages (workers/api/docs.py): scripts and styles from this server only (no
-# inline script: Swagger UI is started from a file), the inline styles both UIs set on
-# their elements, their data: icons, fetching the schema (and "try it out") from here,
-# and ReDoc's worker, which it starts from a blob.
+# The docs page (workers/api/docs.py): scripts and styles from this server only (no
+# inline script: Swagger UI is started from a file), the inline styles it sets on its
+# elements, its data: icons, and fetching the schema (and "try it out") from here.
 DOCS_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; "
-    f"worker-src 'self' blob:; form-action 'none'; {_NEVER}"
+    f"img-src 'self' data:; connect-src 'self'; form-action 'none'; {_NEVER}"
 )
 # The review pages: their own files, forms posted back to themselves.
 REVIEW_CSP = (
