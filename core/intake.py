@@ -13,6 +13,7 @@ nothing else escapes ``decode_image``. Codes (stable, machine-readable):
 ``unsupported_format``   a real image format outside the allow-list (HEIC, PSD, ICO, SVG...)
 ``too_many_pixels``      width x height over ``max_pixels`` (or over Pillow's own bomb limit)
 ``too_large_dimensions`` one side over ``max_side``
+``too_large_decoded``    width x height x bytes per pixel over ``max_decoded_bytes``
 ``too_small``            one side under ``min_side``
 ``truncated``            the file ends before the image data does
 ``corrupt``              the container or the compressed data is broken
@@ -21,10 +22,12 @@ nothing else escapes ``decode_image``. Codes (stable, machine-readable):
 =======================  =================================================================
 
 Order of work, cheapest first: size of the bytes, identification of the format
-from the header (allow-list), pixel-count and side checks from the header,
-only then the actual decode. Pillow's global settings (``MAX_IMAGE_PIXELS``,
-``LOAD_TRUNCATED_IMAGES``) are read, never written, so this module cannot
-change how other code in the process decodes images.
+from the header (allow-list), pixel-count, side and decoded-size checks from the
+header, only then the actual decode. The decoded size counts the samples the file
+declares (a 16-bit RGBA PNG holds 8 bytes a pixel): a file within the pixel limit can
+still need several times the memory of an 8-bit one to decode and convert. Pillow's
+global settings (``MAX_IMAGE_PIXELS``, ``LOAD_TRUNCATED_IMAGES``) are read, never
+written, so this module cannot change how other code in the process decodes images.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, ImageMode, ImageOps, UnidentifiedImageError
 
 from core.errors import Rejected
 from core.settings import Settings
@@ -57,6 +60,7 @@ REJECTION_CODES: frozenset[str] = frozenset(
     {
         "not_found", "not_a_file", "unreadable", "empty", "too_large", "not_an_image",
         "unsupported_format", "too_many_pixels", "too_large_dimensions", "too_small",
+        "too_large_decoded",
         "truncated", "corrupt", "unsupported_mode", "decode_failed",
     }
 )  # fmt: skip
@@ -92,6 +96,7 @@ class IntakeLimits:
     max_pixels: int = field(default_factory=lambda: _default("max_pixels"))
     max_side: int = field(default_factory=lambda: _default("max_side"))
     min_side: int = field(default_factory=lambda: _default("min_side"))
+    max_decoded_bytes: int = field(default_factory=lambda: _default("max_decoded_bytes"))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IntakeLimits:
@@ -100,6 +105,7 @@ class IntakeLimits:
             max_pixels=settings.max_pixels,
             max_side=settings.max_side,
             min_side=settings.min_side,
+            max_decoded_bytes=settings.max_decoded_bytes,
         )
 
 
@@ -336,6 +342,43 @@ def _check_size(width: int, height: int, limits: IntakeLimits) -> None:
     if min(width, height) < limits.min_side:
         raise Rejected(
             "too_small", f"{width}x{height}: a side is shorter than {limits.min_side} pixels"
+        )
+
+
+def sample_bytes(mode: str) -> int:
+    """Bytes per pixel of a Pillow mode or raw mode: bands x bytes per band ("RGB": 3,
+    "I;16B": 2, "RGBA;16B": 8); 0 for a mode Pillow does not know."""
+    base, _, suffix = mode.partition(";")
+    try:
+        info = ImageMode.getmode(base)
+    except KeyError:
+        return 0
+    bits = re.match(r"\d+", suffix)
+    per_band = int(bits.group()) // 8 if bits else np.dtype(info.typestr).itemsize
+    return len(info.bands) * max(1, per_band)
+
+
+def decoded_bytes(im: Image.Image) -> int:
+    """What decoding ``im`` holds, from its header alone: width x height x the larger of
+    the bytes per pixel the file stores (its raw mode: 16-bit samples count 2 bytes)
+    and those of the mode Pillow decodes to."""
+    raw = ""
+    tile = getattr(im, "tile", None) or []
+    if tile:
+        args = tile[0].args  # the decoder's arguments; a raw mode first, or alone
+        raw = args if isinstance(args, str) else next(iter(args or ()), "")
+    per_pixel = max(sample_bytes(im.mode), sample_bytes(raw if isinstance(raw, str) else ""))
+    return im.size[0] * im.size[1] * per_pixel
+
+
+def _check_decoded(im: Image.Image, limits: IntakeLimits) -> None:
+    need = decoded_bytes(im)
+    if need > limits.max_decoded_bytes:
+        w, h = im.size
+        raise Rejected(
+            "too_large_decoded",
+            f"{w}x{h} {im.mode} ({need // (w * h)} bytes a pixel) decodes to {need} bytes; "
+            f"the limit is {limits.max_decoded_bytes}",
         )
 
 
@@ -619,6 +662,7 @@ def decode_image(data: bytes, limits: IntakeLimits) -> DecodedImage:
         if fmt not in ALLOWED_FORMATS:  # cannot happen with formats=..., kept as a guard
             raise Rejected("unsupported_format", f"{fmt} images are not accepted")
         _check_size(*im.size, limits)
+        _check_decoded(im, limits)
         _load(im, data)
         metadata = extract_metadata(im, data)
         try:

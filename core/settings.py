@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     # Intake limits: refuse before decoding anything expensive.
     max_upload_bytes: int = 30 * 1024 * 1024
     max_pixels: int = 50_000_000
+    # What decoding may hold (width x height x bytes per pixel the file declares): an
+    # 8-bit RGBA image at the pixel limit; a 16-bit one that large is refused unread.
+    max_decoded_bytes: int = 200_000_000
     max_side: int = 16_000
     min_side: int = 32
     max_faces_per_image: int = 32

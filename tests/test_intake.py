@@ -9,6 +9,7 @@ import io
 import os
 import time
 import tracemalloc
+import zlib
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -292,6 +293,28 @@ def test_rejects_pixels_over_configured_limit() -> None:
     assert rejected_code(gen.png(), replace(LIMITS, max_pixels=W * H - 1)) == "too_many_pixels"
     assert rejected_code(gen.png(), replace(LIMITS, max_side=W - 1)) == "too_large_dimensions"
     assert rejected_code(gen.png(), replace(LIMITS, min_side=H + 1)) == "too_small"
+
+
+def test_rejects_decoded_bytes_over_configured_limit() -> None:
+    """width x height x the bytes a pixel the file stores: exactly at the limit decodes,
+    one byte over is refused, whatever the pixel count allows."""
+    data = gen.png16(rgb=True)  # 6 bytes a pixel as stored
+    need = W * H * 6
+    assert intake.decoded_bytes(Image.open(io.BytesIO(data))) == need
+    assert decode_image(data, replace(LIMITS, max_decoded_bytes=need)).format == "PNG"
+    assert rejected_code(data, replace(LIMITS, max_decoded_bytes=need - 1)) == "too_large_decoded"
+    # The same picture at 8 bits a sample holds half as much.
+    assert decode_image(gen.png(), replace(LIMITS, max_decoded_bytes=W * H * 3)).format == "PNG"
+
+
+@pytest.mark.parametrize(
+    ("mode", "per_pixel"),
+    [("L", 1), ("RGB", 3), ("RGBA", 4), ("I;16", 2), ("I;16B", 2), ("RGB;16B", 6),
+     ("RGBA;16B", 8), ("LA;16B", 4), ("I", 4), ("F", 4), ("CMYK", 4), ("P;4", 1),
+     ("nonsense", 0)],
+)  # fmt: skip
+def test_bytes_a_pixel_of_modes_and_raw_modes(mode: str, per_pixel: int) -> None:
+    assert intake.sample_bytes(mode) == per_pixel
 
 
 @pytest.fixture
@@ -594,3 +617,22 @@ def test_fuzz_only_decodes_or_rejects(data: bytes) -> None:
         assert e.code in intake.REJECTION_CODES
         return
     assert img.pixels.dtype == np.uint8 and img.pixels.shape[2] == 3
+
+
+def test_deep_png_under_the_pixel_limit_refused_before_decoding(no_pixel_decoding: list) -> None:
+    """The reported case with the default limits: a ~400 kB 16-bit RGBA PNG just under
+    the pixel limit (0.4 GB of samples, ~1 GB while converted) is refused from its
+    header; an 8-bit RGBA one of the same size is within the default."""
+    side = int(LIMITS.max_pixels**0.5) - 10
+    comp = zlib.compressobj(9)
+    row = b"\x00" + bytes(side * 8)
+    idat = b"".join(comp.compress(row) for _ in range(side)) + comp.flush()
+    data = gen.raw_png(side, side, idat, bit_depth=16, color_type=6)
+    assert len(data) < 1_000_000 and side * side < LIMITS.max_pixels
+    with pytest.raises(Rejected) as info:
+        decode_image(data, LIMITS)
+    assert info.value.code == "too_large_decoded"
+    assert f"{side}x{side} RGBA (8 bytes a pixel)" in str(info.value)
+    assert no_pixel_decoding == []
+    rgba8 = Image.open(io.BytesIO(gen.raw_png(side, side, b"", color_type=6)))
+    assert intake.decoded_bytes(rgba8) <= LIMITS.max_decoded_bytes

@@ -7,7 +7,7 @@ image, and ``media_kind`` says which it is.
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from core.names import name_key
 from core.review.actions import review_dict
@@ -15,24 +15,46 @@ from core.services import Services
 from core.storage.models import Alert, Face, Identity, Upload
 
 
-def list_alerts(
-    svc: Services, identity: str | None = None, review_state: str | None = None
-) -> list[dict]:
-    """Alert rows, oldest first; ``review_state``: only alerts in that review state."""
-    q = (
-        select(Alert, Face, Upload)
-        .join(Face, Alert.face_id == Face.id)
-        .join(Upload, Alert.upload_id == Upload.id)
-        .order_by(Alert.id)
-    )
+def _where(s, identity: str | None, review_state: str | None, upload_id: int | None) -> list | None:
+    """The filters as SQL conditions; None when ``identity`` names nobody."""
+    where = []
     if review_state is not None:
-        q = q.where(Alert.review_state == review_state)
+        where.append(Alert.review_state == review_state)
+    if upload_id is not None:
+        where.append(Alert.upload_id == upload_id)
+    if identity is not None:
+        ident = s.scalar(select(Identity.id).where(Identity.name_key == name_key(identity)))
+        if ident is None:
+            return None
+        where.append(Alert.identity_id == ident)
+    return where
+
+
+def list_alerts(
+    svc: Services,
+    identity: str | None = None,
+    review_state: str | None = None,
+    *,
+    upload_id: int | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> list[dict]:
+    """Alert rows, oldest first; ``review_state``: only alerts in that review state;
+    ``upload_id``: only that upload's. ``limit``/``offset`` page in the query (the
+    database reads one page, never every alert)."""
     with svc.db.session() as s:
-        if identity is not None:
-            ident = s.scalar(select(Identity).where(Identity.name_key == name_key(identity)))
-            if ident is None:
-                return []
-            q = q.where(Alert.identity_id == ident.id)
+        where = _where(s, identity, review_state, upload_id)
+        if where is None:
+            return []
+        q = (
+            select(Alert, Face, Upload)
+            .join(Face, Alert.face_id == Face.id)
+            .join(Upload, Alert.upload_id == Upload.id)
+            .where(*where)
+            .order_by(Alert.id)
+            .offset(offset or None)
+            .limit(limit)
+        )
         return [
             {
                 "id": a.id,
@@ -61,8 +83,16 @@ def list_alerts(
         ]
 
 
-def count_alerts(svc: Services) -> int:
-    from sqlalchemy import func
-
+def count_alerts(
+    svc: Services,
+    identity: str | None = None,
+    review_state: str | None = None,
+    *,
+    upload_id: int | None = None,
+) -> int:
+    """How many alerts ``list_alerts`` has with these filters (counted in the database)."""
     with svc.db.session() as s:
-        return s.scalar(select(func.count()).select_from(Alert)) or 0
+        where = _where(s, identity, review_state, upload_id)
+        if where is None:
+            return 0
+        return s.scalar(select(func.count()).select_from(Alert).where(*where)) or 0

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from core.alerts.notify import AlertEvent, DeliveryFailed, notifier_names
 from core.review.events import review_event
 from core.services import Services
+from core.storage.inserts import insert_missing
 from core.storage.models import Alert, Face, Notification, NotificationStatus, Upload
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,8 @@ def open_notifications(s: Session, svc: Services, alert_id: int, event: str = AL
     """One pending row per configured notifier, in the transaction that adds the alert
     (or, for ``event="review:<id>"``, the review decision)."""
     for name in notifier_names(svc.settings):
-        s.add(Notification(alert_id=alert_id, notifier=name, attempts=0, event=event))
+        # Unique (alert, notifier, event): opened once even if two runs get here.
+        insert_missing(s, Notification, alert_id=alert_id, notifier=name, attempts=0, event=event)
 
 
 def pending(svc: Services, *where) -> list[int]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 
 from core.errors import Rejected
 from core.faces.base import DetectedFace
@@ -21,11 +21,13 @@ from core.faces.quality import face_quality
 from core.flow import Split
 from core.intake import DecodedImage
 from core.pipeline import video_stages
-from core.pipeline.status import load_upload, mark_rejected, reached
+from core.pipeline.status import NON_TERMINAL, load_upload, mark_rejected, reached
 from core.services import Services
 from core.storage.models import Face, Upload, UploadStatus
 
 log = logging.getLogger(__name__)
+
+_BEFORE_CROPPED = [str(s) for s in NON_TERMINAL if not reached(s, UploadStatus.cropped)]
 
 
 def decode_upload(svc: Services, up: Upload) -> DecodedImage:
@@ -92,8 +94,17 @@ def crop(svc: Services, upload_id: int) -> list[int] | Split:
             )
         )
     with svc.db.session() as s:
+        # Claimed by the write itself: a crop of the same upload running at the same
+        # moment (a redelivered task) waits here for this transaction, then finds the
+        # upload cropped and stores nothing. A look-up first would let both replace
+        # the faces, and one of them fail on their unique (upload, idx) key.
+        claimed = s.execute(
+            update(Upload)
+            .where(Upload.id == upload_id, Upload.status.in_(_BEFORE_CROPPED))
+            .values(status=Upload.status)
+        ).rowcount
         row = s.get(Upload, upload_id)
-        if row is None or reached(row.status, UploadStatus.cropped):
+        if not claimed or row is None:
             return []
         # A previous attempt may have died after writing faces: replace them.
         s.execute(delete(Face).where(Face.upload_id == upload_id))

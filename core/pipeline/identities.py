@@ -20,6 +20,7 @@ from core.pipeline.backfill import BACKFILL, BackfillResult
 from core.pipeline.dispatch import Dispatcher, InlineDispatcher
 from core.pipeline.erasure import erase_identity, find_identity
 from core.services import Services
+from core.storage.inserts import insert_missing
 from core.storage.models import Alert, Identity, Match, ReferencePhoto, Upload
 
 log = logging.getLogger(__name__)
@@ -100,31 +101,23 @@ def register_identity(
     _check_duplicates(svc, name, prepared)
     given = name
     with svc.db.session() as s:
-        # Matched by the normalised name: a second spelling adds to the same person.
-        ident = s.scalar(select(Identity).where(Identity.name_key == name_key(name)))
-        if ident is not None and ident.erasing_at is not None:
+        # Matched by the normalised name: a second spelling adds to the same person. The
+        # unique key decides who creates the row when two registrations of a new person
+        # run at once; the row is then locked, so the other one waits and adds to it.
+        key = name_key(name)
+        created = insert_missing(s, Identity, name=name, name_key=key) is not None
+        ident = s.scalar(select(Identity).where(Identity.name_key == key).with_for_update())
+        if ident.erasing_at is not None:
             raise RegistrationError(
                 f"{ident.name!r} is being erased; run `idwatch identity remove` on it to "
                 "finish the erasure before registering the person again"
             )
-        created = ident is None
-        if ident is not None:
-            name = ident.name
-        if created:
-            ident = Identity(name=name)
-            s.add(ident)
-            s.flush()
-        known = set(
-            s.scalars(select(ReferencePhoto.sha256).where(ReferencePhoto.identity_id == ident.id))
-        )
+        name = ident.name
         new_refs = []
         for p in prepared:
-            if p.sha256 in known:
-                p.check.usable = False
-                p.check.problems.append("same file as a stored reference (not added again)")
-                continue
-            known.add(p.sha256)
-            ref = ReferencePhoto(
+            ref_id = insert_missing(
+                s,
+                ReferencePhoto,
                 identity_id=ident.id,
                 original_name=str(p.path),
                 sha256=p.sha256,
@@ -134,9 +127,11 @@ def register_identity(
                 extra={**(p.face.extra or {}), "reference_check": p.check.as_dict()},
                 face_backend=backend.name,
             )
-            s.add(ref)
-            s.flush()
-            new_refs.append((ref.id, p.embedding))
+            if ref_id is None:  # unique (identity, sha256): stored before, or twice here
+                p.check.usable = False
+                p.check.problems.append("same file as a stored reference (not added again)")
+                continue
+            new_refs.append((ref_id, p.embedding))
         identity_id = ident.id
         job_id = jobs.open_job(s, BACKFILL, identity_id).id if backfill_now and new_refs else None
     if new_refs:
@@ -167,7 +162,6 @@ def register_identity(
     return reg
 
 
-
 def _check_duplicates(svc: Services, name: str, prepared: list[PreparedPhoto]) -> None:
     """Mark photos that repeat a stored reference of this person (found by searching her
     reference vectors) or another photo of the same call (core.faces.reference_quality)."""
@@ -182,17 +176,28 @@ def _check_duplicates(svc: Services, name: str, prepared: list[PreparedPhoto]) -
             existing[k] = [(refs[h.id], h.score) for h in hits if h.id in refs]
     check_duplicates([p.check for p in prepared], vecs, existing, backend)
 
-def list_identities(svc: Services) -> list[dict]:
+
+def list_identities(svc: Services, limit: int | None = None, offset: int = 0) -> list[dict]:
+    """Identities in registration order; ``limit``/``offset`` page in the query, and the
+    references and alerts are counted for that page only."""
     with svc.db.session() as s:
+        page = list(
+            s.scalars(select(Identity).order_by(Identity.id).offset(offset or None).limit(limit))
+        )
+        ids = [i.id for i in page]
         refs = dict(
             s.execute(
-                select(ReferencePhoto.identity_id, func.count()).group_by(
-                    ReferencePhoto.identity_id
-                )
+                select(ReferencePhoto.identity_id, func.count())
+                .where(ReferencePhoto.identity_id.in_(ids))
+                .group_by(ReferencePhoto.identity_id)
             ).all()
         )
         alerts = dict(
-            s.execute(select(Alert.identity_id, func.count()).group_by(Alert.identity_id)).all()
+            s.execute(
+                select(Alert.identity_id, func.count())
+                .where(Alert.identity_id.in_(ids))
+                .group_by(Alert.identity_id)
+            ).all()
         )
         return [
             {
@@ -203,8 +208,13 @@ def list_identities(svc: Services) -> list[dict]:
                 "created_at": i.created_at.isoformat(),
                 "state": "erasing" if i.erasing_at else "protected",
             }
-            for i in s.scalars(select(Identity).order_by(Identity.id))
+            for i in page
         ]
+
+
+def count_identities(svc: Services) -> int:
+    with svc.db.session() as s:
+        return s.scalar(select(func.count()).select_from(Identity)) or 0
 
 
 def show_identity(svc: Services, name_or_id: str) -> dict | None:

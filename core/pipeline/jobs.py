@@ -15,6 +15,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from core.services import Services
+from core.storage.inserts import insert_missing
 from core.storage.models import Job, JobStatus
 
 BACKFILL, ERASURE = "backfill", "erasure"
@@ -24,16 +25,20 @@ MAX_ATTEMPTS = 10
 
 
 def open_job(s: Session, kind: str, identity_id: int) -> Job:
-    """The identity's unfinished job of this kind, reopened as pending, or a new one."""
+    """The identity's unfinished job of this kind, reopened as pending, or a new one.
+
+    At most one is unfinished (a partial unique index, migration 0008), and the database
+    decides which (``insert_missing``): two registrations of one person at the same
+    moment share one job instead of one of them failing. The row is locked until the
+    caller commits, so a run finishing meanwhile sees it reopened (``finish``)."""
+    now = datetime.now(UTC)
+    insert_missing(s, Job, kind=kind, identity_id=identity_id, attempts=0, status=JobStatus.pending)
     job = s.scalar(
-        select(Job).where(
-            Job.kind == kind, Job.identity_id == identity_id, Job.status != JobStatus.done
-        )
+        select(Job)
+        .where(Job.kind == kind, Job.identity_id == identity_id, Job.status != JobStatus.done)
+        .with_for_update()
     )
-    if job is None:
-        job = Job(kind=kind, identity_id=identity_id, attempts=0)
-        s.add(job)
-    job.status, job.error, job.updated_at = JobStatus.pending, None, datetime.now(UTC)
+    job.status, job.error, job.updated_at = JobStatus.pending, None, now
     s.flush()
     return job
 
@@ -52,10 +57,18 @@ def start(svc: Services, job_id: int) -> Job | None:
         return job
 
 
-def finish(s: Session, job_id: int, detail: dict) -> None:
-    """Mark done, in the caller's transaction (the one that commits the job's work)."""
-    job = s.get(Job, job_id)
-    job.status, job.finished_at, job.detail = JobStatus.done, datetime.now(UTC), detail
+def finish(s: Session, job_id: int, detail: dict, attempt: int | None = None) -> None:
+    """Mark done, in the caller's transaction (the one that commits the job's work).
+
+    With ``attempt`` (this run's, from ``start``) only if nobody reopened or started the
+    job since this run began: a backfill reopened because more reference photos came
+    in has work this run did not see, so it stays open (with this run's counts) for the
+    run its reopening sent."""
+    job = s.get(Job, job_id, with_for_update=True)
+    job.detail = detail
+    if attempt is not None and (job.status != JobStatus.running or job.attempts != attempt):
+        return
+    job.status, job.finished_at = JobStatus.done, datetime.now(UTC)
 
 
 def mark_failed(svc: Services, job_id: int, error: str) -> None:

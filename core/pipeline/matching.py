@@ -19,6 +19,7 @@ from sqlalchemy import select, update
 from core.pipeline import video_stages
 from core.pipeline.status import load_upload, reached
 from core.services import Services
+from core.storage.inserts import insert_missing
 from core.storage.models import Face, Identity, Match, ReferencePhoto, Upload, UploadStatus
 from core.video.tracking import track_identity
 
@@ -54,10 +55,16 @@ def index(svc: Services, upload_id: int) -> list[int]:
         candidates: list[dict[int, tuple[float, int]]] = [{} for _ in face_ids]
     else:
         candidates = best_identity_hits(svc, vecs)
+    claims = [
+        (fid, identity_id, sim, ref_id)
+        for fid, per_identity in zip(face_ids, candidates, strict=True)
+        for identity_id, (sim, ref_id) in per_identity.items()
+    ]
     with svc.db.session() as s:
-        for fid, per_identity in zip(face_ids, candidates, strict=True):
-            for identity_id, (sim, ref_id) in per_identity.items():
-                add_match(s, fid, identity_id, sim, ref_id)
+        # In key order, as backfill inserts: two transactions inserting the same
+        # matches then wait on each other in one order, never in a deadlock.
+        for fid, identity_id, sim, ref_id in sorted(claims):
+            add_match(s, fid, identity_id, sim, ref_id)
         row = s.get(Upload, upload_id)
         if row.status == UploadStatus.embedded:
             row.status = UploadStatus.indexed
@@ -72,6 +79,7 @@ def track_matches(svc: Services, upload_id: int) -> None:
         for track in video_stages.track_upload(svc, upload_id)
         for claim in track_identity(track, matcher)
     ]
+    claims.sort(key=lambda tc: (tc[0].observations[tc[1].best_index].key, tc[1].identity_id))
     with svc.db.session() as s:
         for track, claim in claims:
             face_id = track.observations[claim.best_index].key
@@ -130,14 +138,17 @@ def live_references(svc: Services, ref_ids: set[int]) -> dict[int, int]:
 
 
 def add_match(s, face_id: int, identity_id: int, sim: float, ref_id: int | None) -> bool:
-    """Insert a match unless (face, identity) already has one. True if inserted."""
-    exists = s.scalar(
-        select(Match.id).where(Match.face_id == face_id, Match.identity_id == identity_id)
+    """Insert a match unless (face, identity) has one; True if this call inserted it.
+
+    The unique key decides (``insert_missing``), not a look-up first: a backfill and the
+    index stage of a new upload may claim the same face for the same person at the same
+    moment, and neither may fail for it."""
+    row = insert_missing(
+        s,
+        Match,
+        face_id=face_id,
+        identity_id=identity_id,
+        similarity=float(sim),
+        reference_id=ref_id,
     )
-    if exists is not None:
-        return False
-    s.add(
-        Match(face_id=face_id, identity_id=identity_id, similarity=float(sim), reference_id=ref_id)
-    )
-    s.flush()
-    return True
+    return row is not None

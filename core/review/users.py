@@ -20,10 +20,11 @@ from functools import lru_cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from core.services import Services
 from core.settings import Settings
+from core.storage.inserts import insert_missing
 from core.storage.models import ReviewUser
 
 NAME_RE = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
@@ -116,13 +117,12 @@ def add_user(svc: Services, name: str, password: str, replace: bool = False) -> 
         raise UserError("a reviewer name is 1-64 letters, digits, '.', '_', '@' or '-'")
     hashed = hash_password(password)
     with svc.db.session() as s:
-        row = s.scalar(select(ReviewUser).where(ReviewUser.name == name))
-        if row is not None and not replace:
-            raise UserError(f"reviewer {name!r} exists (use --replace to set a new password)")
-        if row is None:
-            s.add(ReviewUser(name=name, password_hash=hashed))
+        # The unique name decides, not a look-up first: two adds at once, one wins.
+        if insert_missing(s, ReviewUser, name=name, password_hash=hashed) is not None:
             return True
-        row.password_hash = hashed
+        if not replace:
+            raise UserError(f"reviewer {name!r} exists (use --replace to set a new password)")
+        s.execute(update(ReviewUser).where(ReviewUser.name == name).values(password_hash=hashed))
         return False
 
 

@@ -17,11 +17,13 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
 
@@ -69,7 +71,12 @@ class Identity(Base):
 
 class ReferencePhoto(Base):
     __tablename__ = "reference_photos"
-    __table_args__ = NO_ID_REUSE
+    # One row per photo and person: two registrations adding the same photo at once
+    # store it once (core.storage.inserts).
+    __table_args__ = (
+        Index("uq_reference_photos_identity_sha256", "identity_id", "sha256", unique=True),
+        NO_ID_REUSE,
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"))
     path: Mapped[str] = mapped_column(Text)  # stored copy under data_dir/references
@@ -319,7 +326,19 @@ class Job(Base):
     keep what it erased."""
 
     __tablename__ = "jobs"
-    __table_args__ = NO_ID_REUSE
+    # At most one unfinished job per kind and person: a registration reopens it rather
+    # than open a second one (core.pipeline.jobs.open_job).
+    __table_args__ = (
+        Index(
+            "uq_jobs_open_kind_identity",
+            "kind",
+            "identity_id",
+            unique=True,
+            sqlite_where=text("status != 'done'"),
+            postgresql_where=text("status != 'done'"),
+        ),
+        NO_ID_REUSE,
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[str] = mapped_column(String(20), index=True)  # erasure | backfill
     identity_id: Mapped[int] = mapped_column(Integer, index=True)  # no FK: outlives the row

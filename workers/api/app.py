@@ -5,10 +5,14 @@ uvicorn (``idwatch api``). Endpoints (all but ``/healthz`` and the docs need the
 ``X-API-Key`` header):
 
 - ``POST /uploads`` (multipart: ``file``, optional ``reference``) -> 202
-from core.pipeline.sources.admit import admit
-from core.pipeline.sources.media import SNIFF_BYTES, max_bytes_for
-from core.pipeline.sources.submit import submit_bytes, submit_video_stream
-- ``GET /alerts?identity=&limit=&offset=`` -> alert rows (``X-Total-Count`` header)
+  ``{"upload_id", "status", "duplicate"}``; 415 with the reason when the content is not
+  accepted (``core.pipeline.sources.admit``: a video, while video uploads are off)
+- ``GET /uploads/{id}?alerts_limit=&alerts_offset=`` -> status, reason, face count,
+  times, one page of the upload's alerts and ``alerts_total``; for a video also its
+  duration and progress (``segments_done`` of ``segments_total``)
+- ``GET /alerts?identity=&upload_id=&limit=&offset=`` -> alert rows (``X-Total-Count``
+  header); every list is paged in the database query, never in Python
+- ids in paths and queries are bounded to their column (1 to 2^31-1): others are 422
 - ``GET /healthz`` -> ``{"ok": true}`` after a trivial database query
 - ``/review``: the review pages for people (workers/api/review; their own login, not
   API keys), when ``IDWATCH_REVIEW_SECRET`` is set
@@ -35,15 +39,15 @@ from fastapi import (
     File,
     Form,
     HTTPException,
-    Path,
     Query,
     Response,
     UploadFile,
 )
 from fastapi.responses import JSONResponse
 from sqlalchemy import func, select, text
+from starlette.types import ASGIApp
 
-from core.alerts.listing import list_alerts
+from core.alerts.listing import count_alerts, list_alerts
 from core.errors import Rejected
 from core.pipeline.dispatch import Dispatcher
 from core.pipeline.sources.admit import admit
@@ -53,8 +57,12 @@ from core.pipeline.status import mark_failed
 from core.services import Services
 from core.storage.models import Alert, Upload, UploadStatus
 from workers.api.auth import KeyChecker, RequireKeyMiddleware, require_key
+from workers.api.docs import OPEN_PREFIXES as DOCS_PREFIXES
+from workers.api.docs import add_docs
+from workers.api.headers import API_CSP, DOCS_CSP, REVIEW_CSP, SecurityHeaders
 from workers.api.labels import REFERENCE_MAX, upload_label
 from workers.api.models import ERRORS, AlertOut, ErrorOut, Health, UploadAccepted, UploadOut
+from workers.api.params import Offset, OptionalRowId, RowId
 from workers.api.review import REVIEW_PREFIX, create_review_app, review_enabled
 
 log = logging.getLogger(__name__)
@@ -73,6 +81,22 @@ def _public_reason(status: str, reason: str | None) -> str | None:
     if reason and status == UploadStatus.failed:
         return reason.splitlines()[0][:500]
     return reason
+
+
+def _csp_for(path: str) -> str:
+    if path.startswith(DOCS_PREFIXES):
+        return DOCS_CSP
+    if path.startswith(REVIEW_PREFIX):
+        return REVIEW_CSP
+    return API_CSP
+
+
+class IngestApp(FastAPI):
+    """FastAPI with the security headers outside everything, so that the answers FastAPI
+    makes outside the user middleware (413 over the body limit, 500) carry them too."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return SecurityHeaders(super().build_middleware_stack(), csp_for=_csp_for)
 
 
 def create_app(
@@ -103,31 +127,27 @@ def create_app(
     # In-process pipeline runs share one Services (models, vector store): one at a time.
     inline_lock = threading.Lock()
 
-    app = FastAPI(
+    app = IngestApp(
         title="identity-watch ingest API",
         summary="Submit images and videos; poll their status and the deepfake alerts they raise.",
         version="1",
         max_body_size=settings.resolved_api_max_request_bytes,
         form_limits=FORM_LIMITS,
+        # FastAPI's own docs pages load Swagger UI and ReDoc from a CDN: served here
+        # from local files instead (workers/api/docs.py).
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
-    open_paths = frozenset(
-        p
-        for p in (
-            "/healthz",
-            app.openapi_url,
-            app.docs_url,
-            app.redoc_url,
-            app.swagger_ui_oauth2_redirect_url,
-        )
-        if p
-    )
+    add_docs(app)
+    open_paths = frozenset({"/healthz", app.openapi_url})
     # The review pages (/review) log reviewers in themselves (workers/api/review).
     review_on = review_enabled(settings)
     app.add_middleware(
         RequireKeyMiddleware,
         checker=checker,
         open_paths=open_paths,
-        open_prefixes=(REVIEW_PREFIX,) if review_on else (),
+        open_prefixes=(*DOCS_PREFIXES, *((REVIEW_PREFIX,) if review_on else ())),
     )
 
     app.state.key_checker = checker
@@ -203,7 +223,11 @@ def create_app(
         dependencies=auth,
         responses={**ERRORS, 404: {"model": ErrorOut, "description": "No such upload."}},
     )
-    def get_upload(upload_id: Annotated[int, Path(ge=1)]) -> UploadOut:
+    def get_upload(
+        upload_id: RowId,
+        alerts_limit: Annotated[int, Query(ge=0, le=ALERTS_PAGE_MAX)] = 100,
+        alerts_offset: Offset = 0,
+    ) -> UploadOut:
         with svc.db.session() as s:
             up = s.get(Upload, upload_id)
             if up is None:
@@ -224,11 +248,14 @@ def create_app(
                 created_at=up.created_at,
                 updated_at=up.updated_at,
                 alerts=[],
+                alerts_total=n_alerts or 0,
             )
-        # list_alerts has no per-upload filter; only uploads with alerts pay for it.
-        if n_alerts:
+        if n_alerts and alerts_limit:  # only uploads with alerts pay for the page
             out.alerts = [
-                AlertOut.model_validate(a) for a in list_alerts(svc) if a["upload_id"] == upload_id
+                AlertOut.model_validate(a)
+                for a in list_alerts(
+                    svc, upload_id=upload_id, limit=alerts_limit, offset=alerts_offset
+                )
             ]
         return out
 
@@ -246,12 +273,16 @@ def create_app(
         identity: Annotated[
             str | None, Query(max_length=200, description="Protected identity name.")
         ] = None,
+        upload_id: OptionalRowId = None,
         limit: Annotated[int, Query(ge=1, le=ALERTS_PAGE_MAX)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Offset = 0,
     ) -> list[AlertOut]:
-        rows = list_alerts(svc, identity)
-        response.headers["X-Total-Count"] = str(len(rows))
-        return [AlertOut.model_validate(a) for a in rows[offset : offset + limit]]
+        total = count_alerts(svc, identity, upload_id=upload_id)
+        response.headers["X-Total-Count"] = str(total)
+        if offset >= total:
+            return []
+        rows = list_alerts(svc, identity, upload_id=upload_id, limit=limit, offset=offset)
+        return [AlertOut.model_validate(a) for a in rows]
 
     @app.get("/healthz", response_model=Health, responses={503: {"model": Health}})
     def healthz() -> Health | JSONResponse:

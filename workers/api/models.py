@@ -62,7 +62,10 @@ class UploadOut(BaseModel):
     original_name: str
     created_at: UtcDatetime
     updated_at: UtcDatetime
-    alerts: list[AlertOut]
+    alerts: list[AlertOut] = Field(
+        description="One page of the upload's alerts (alerts_limit, alerts_offset), oldest first."
+    )
+    alerts_total: int = Field(0, description="All of the upload's alerts.")
     media_kind: str = Field("image", description="image or video (told from the bytes).")
     duration_s: float | None = Field(None, description="Video: its duration in seconds.")
     segments_done: int | None = Field(

@@ -10,10 +10,14 @@ import typer
 
 from workers.cli.common import (
     JsonOpt,
+    LimitOpt,
+    OffsetOpt,
     console,
     dispatcher,
     identity_filter,
+    more_rows_note,
     out,
+    page_title,
     print_json,
     services,
     table,
@@ -44,13 +48,16 @@ def alerts_cmd(
     review_state: Annotated[
         str | None, typer.Option(help=f"Only alerts in this review state ({STATES}).")
     ] = None,
+    limit: LimitOpt = 100,
+    offset: OffsetOpt = 0,
     as_json: JsonOpt = False,
 ) -> None:
-    """List alerts: upload, face box, identity, similarity, fake score, decision, time,
-    review state (``--json``: ``review: {state, by, at, note}``)."""
+    """List alerts, oldest first, one page (``--limit``, ``--offset``): upload, face box,
+    identity, similarity, fake score, decision, time, review state (``--json``:
+    ``review: {state, by, at, note}``)."""
     if ctx.invoked_subcommand is not None:
         return
-    from core.alerts.listing import list_alerts
+    from core.alerts.listing import count_alerts, list_alerts
     from core.review.states import parse_state
 
     try:
@@ -58,14 +65,18 @@ def alerts_cmd(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--review-state") from exc
     svc = services(read_only=True)
-    rows = list_alerts(svc, identity_filter(svc, identity), state)
+    name = identity_filter(svc, identity)
+    total = count_alerts(svc, name, state)
+    rows = list_alerts(svc, name, state, limit=limit, offset=offset)
+    more_rows_note(len(rows), offset, total)
     if as_json:
         print_json(rows)
         return
     for r in rows:
         r["upload"] = Path(r["upload"]).name
         r["review"] = r["review"]["state"]
-    out.print(table(f"Alerts ({len(rows)})", rows, [*ALERT_COLUMNS, "review"]))
+    title = page_title("Alerts", len(rows), offset, total)
+    out.print(table(title, rows, [*ALERT_COLUMNS, "review"]))
 
 
 @alerts_app.command("review")

@@ -21,6 +21,10 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 YesOpt = Annotated[
     bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (scripts, cron).")
 ]
+# Listings read one page in the database query (never every row, then a slice).
+PAGE_MAX = 10_000
+LimitOpt = Annotated[int, typer.Option(min=1, max=PAGE_MAX, help=f"Rows to show (1-{PAGE_MAX}).")]
+OffsetOpt = Annotated[int, typer.Option(min=0, max=2**31 - 1, help="Rows to skip first.")]
 WaitOpt = Annotated[
     float,
     typer.Option(min=0, help="Distributed: seconds to wait for the workers (>= 0)."),
@@ -87,6 +91,23 @@ def identity_filter(svc, name: str | None) -> str | None:
             return n
     console.print(f"[red]{escape(unknown_name_message(name, known))}[/red]")
     raise typer.Exit(2)
+
+
+def page_title(what: str, shown: int, offset: int, total: int) -> str:
+    """ "Alerts (7)", or "Alerts (101-200 of 523)" when the page is not everything."""
+    if offset == 0 and shown == total:
+        return f"{what} ({total})"
+    if not shown:
+        return f"{what} (none past {offset} of {total})"
+    return f"{what} ({offset + 1}-{offset + shown} of {total})"
+
+
+def more_rows_note(shown: int, offset: int, total: int) -> None:
+    """On stderr, when rows exist past this page: how to see them."""
+    if offset + shown < total:
+        console.print(
+            f"[dim]{total - offset - shown} more: use --offset {offset + shown} (and --limit)[/dim]"
+        )
 
 
 def print_json(obj) -> None:

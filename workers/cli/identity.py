@@ -11,12 +11,16 @@ from rich.markup import escape
 
 from workers.cli.common import (
     JsonOpt,
+    LimitOpt,
+    OffsetOpt,
     WaitOpt,
     YesOpt,
     console,
     dispatcher,
     loading_models,
+    more_rows_note,
     out,
+    page_title,
     print_json,
     progress,
     services,
@@ -91,17 +95,21 @@ def identity_add(
 
 
 @identity_app.command("list")
-def identity_list(as_json: JsonOpt = False) -> None:
-    """List protected identities."""
-    from core.pipeline.identities import list_identities
+def identity_list(limit: LimitOpt = 1000, offset: OffsetOpt = 0, as_json: JsonOpt = False) -> None:
+    """List protected identities, in registration order, one page (``--limit``,
+    ``--offset``)."""
+    from core.pipeline.identities import count_identities, list_identities
 
-    rows = list_identities(services(read_only=True))
+    svc = services(read_only=True)
+    total = count_identities(svc)
+    rows = list_identities(svc, limit=limit, offset=offset)
+    more_rows_note(len(rows), offset, total)
     if as_json:
         print_json(rows)
     else:
         out.print(
             table(
-                "Protected identities",
+                page_title("Protected identities", len(rows), offset, total),
                 rows,
                 ["id", "name", "state", "references", "alerts", "created_at"],
             )

@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.review.users import user_exists
 from core.services import Services
+from workers.api.headers import COMMON, REVIEW_CSP, with_headers
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_FIELD = "csrf_token"
@@ -32,16 +33,9 @@ FORM_MAX_BYTES = 64 * 1024  # a review form is a state, a note and a few hidden 
 PUBLIC_PATHS = frozenset({"/login"})
 PUBLIC_PREFIXES = ("/static/",)
 
-HEADERS = {
-    "cache-control": "no-store",
-    "x-frame-options": "DENY",
-    "x-content-type-options": "nosniff",
-    "referrer-policy": "same-origin",
-    "content-security-policy": (
-        "default-src 'none'; img-src 'self'; style-src 'self'; script-src 'self'; "
-        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-    ),
-}
+# The common security headers (workers/api/headers.py), the pages' own policy, and
+# never cached (they show faces and names).
+HEADERS = {**COMMON, "cache-control": "no-store", "content-security-policy": REVIEW_CSP}
 
 
 def new_token() -> str:
@@ -78,7 +72,7 @@ class ReviewGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        send = _with_headers(send)
+        send = with_headers(send, HEADERS)
         path = route_path(scope)
         method = scope["method"]
         session = scope.get("session", {})
@@ -159,16 +153,3 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return {"type": "http.request", "body": body, "more_body": False}
 
     return replay
-
-
-def _with_headers(send: Send) -> Send:
-    async def wrapped(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            present = {k.lower() for k, _ in message.get("headers", [])}
-            extra = [
-                (k.encode(), v.encode()) for k, v in HEADERS.items() if k.encode() not in present
-            ]
-            message = {**message, "headers": [*message.get("headers", []), *extra]}
-        await send(message)
-
-    return wrapped

@@ -35,6 +35,7 @@ from core.review.states import LABELS, ReviewState
 from core.review.users import any_users, authenticate
 from core.services import Services
 from core.storage.models import Alert, Face, ReferencePhoto, Upload
+from workers.api.params import RowId
 from workers.api.review.guard import CSRF_FIELD, ReviewGuard, csrf_token, new_token, safe_next
 
 log = logging.getLogger(__name__)
@@ -201,7 +202,7 @@ def create_review_app(svc: Services, dispatcher, mount_path: str = REVIEW_PREFIX
     @app.get("/alerts/{alert_id}", response_class=HTMLResponse)
     def alert_page(
         request: Request,
-        alert_id: int,
+        alert_id: RowId,
         state: str | None = None,
         identity: str | None = None,
         sort: str | None = None,
@@ -233,7 +234,7 @@ def create_review_app(svc: Services, dispatcher, mount_path: str = REVIEW_PREFIX
     @app.post("/alerts/{alert_id}/review")
     def review(
         request: Request,
-        alert_id: int,
+        alert_id: RowId,
         state: Annotated[str, Form(max_length=20)],
         note: Annotated[str, Form(max_length=4000)] = "",
         after: Annotated[str, Form(max_length=2000)] = "",
@@ -256,7 +257,7 @@ def create_review_app(svc: Services, dispatcher, mount_path: str = REVIEW_PREFIX
         return RedirectResponse(target, status_code=303, background=task)
 
     @app.get("/alerts/{alert_id}/upload.jpg")
-    def upload_image(alert_id: int) -> Response:
+    def upload_image(alert_id: RowId) -> Response:
         with svc.db.session() as s:
             row = s.execute(
                 select(Upload.path, Face.box)
@@ -271,7 +272,7 @@ def create_review_app(svc: Services, dispatcher, mount_path: str = REVIEW_PREFIX
         )
 
     @app.get("/alerts/{alert_id}/face.png")
-    def face_image(alert_id: int) -> Response:
+    def face_image(alert_id: RowId) -> Response:
         with svc.db.session() as s:
             rel = s.scalar(
                 select(Face.crop_path)
@@ -283,7 +284,7 @@ def create_review_app(svc: Services, dispatcher, mount_path: str = REVIEW_PREFIX
         return Response(png_bytes(svc.files.abs(rel)), media_type="image/png")
 
     @app.get("/references/{ref_id}.jpg")
-    def reference_image(ref_id: int, face: bool = False) -> Response:
+    def reference_image(ref_id: RowId, face: bool = False) -> Response:
         """The reference photo with its face box, or (``face=1``) its face alone."""
         with svc.db.session() as s:
             ref = s.get(ReferencePhoto, ref_id)
@@ -295,7 +296,7 @@ def create_review_app(svc: Services, dispatcher, mount_path: str = REVIEW_PREFIX
         return Response(jpeg, media_type="image/jpeg")
 
     @app.get("/alerts/{alert_id}/evidence.zip")
-    def evidence(request: Request, alert_id: int) -> Response:
+    def evidence(request: Request, alert_id: RowId) -> Response:
         try:
             data = evidence_zip(svc, alert_id, exported_by=f"review:{request.session['user']}")
         except EvidenceError as exc:
