@@ -166,9 +166,7 @@ def note_failure(svc: Services, notification_id: int, error: str) -> None:
         n.updated_at = datetime.now(UTC)
 
 
-def stuck(
-    svc: Services, idle_s: float, limit: int = 1000, skip: Collection[int] = ()
-) -> list[int]:
+def stuck(svc: Services, idle_s: float, limit: int = 1000, skip: Collection[int] = ()) -> list[int]:
     """Pending notifications no run has touched for ``idle_s`` (lost messages, retries
     given up), but those in ``skip`` (their message is still on its way), touched now so
     the next sweep waits a full period again."""

@@ -220,9 +220,9 @@ def _stop_manual(settings: Settings, grace_s: float) -> list[dict]:
 
 def processes(settings: Settings) -> list[dict]:
     """Every local process of the stack: supervised programs, then hand-started workers."""
-    return [
-        {**p, "by": "supervisord"} for p in supervisor.processes(settings)
-    ] + manual_workers(settings)
+    return [{**p, "by": "supervisord"} for p in supervisor.processes(settings)] + manual_workers(
+        settings
+    )
 
 
 def down(settings: Settings, grace_s: float = 20.0) -> list[dict]:
