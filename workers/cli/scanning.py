@@ -155,7 +155,7 @@ def status_cmd(as_json: JsonOpt = False) -> None:
         from workers.ops.stack import processes
 
         res["queues"] = queue_lengths(svc.settings)
-        res["workers"] = workers_seen()
+        res["workers"] = workers_seen(settings=svc.settings)
         # Supervised (state, restarts) and hand-started workers of this host.
         res["processes"] = processes(svc.settings)
     if as_json:

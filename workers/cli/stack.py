@@ -136,7 +136,7 @@ def sweep_cmd(
     disp = dispatcher(svc)
     while True:
         try:
-            res = sweep(svc, disp, older_than_s=older_than, in_flight=_in_flight(svc))
+            res = sweep(svc, disp, older_than_s=older_than, in_flight=_in_flight(svc, older_than))
         except Exception as exc:  # broker or database down: keep sweeping, this is when
             if not every:  # messages get lost and the sweeper is needed most
                 raise
@@ -153,13 +153,14 @@ def sweep_cmd(
         time.sleep(every)
 
 
-def _in_flight(svc) -> dict[str, set[int]] | None:
-    """What the broker still holds (queued or held by a live worker): never swept."""
+def _in_flight(svc, grace_s: float) -> dict[str, set[int]] | None:
+    """What the broker still holds (queued, held by a live worker, or taken by a worker
+    less than ``grace_s`` ago): never swept."""
     if svc.settings.embedded:
         return None
     from workers.ops.queues import in_flight
 
-    return in_flight(svc.settings)  # broker down: raises, and this sweep is skipped
+    return in_flight(svc.settings, grace_s)  # broker down: raises; this sweep is skipped
 
 
 @stack_app.command("up")

@@ -26,11 +26,18 @@ def queue_lengths(settings: Settings) -> dict[str, int]:
     return {q: sum(r.llen(k) for k in _queue_keys(q)) for q in FLOW.queues}
 
 
-def workers_seen(timeout: float = 1.0) -> dict[str, list[str]]:
-    """Worker name -> queues it consumes, from a broadcast ping."""
-    from workers.app import app
+def _celery(settings: Settings | None):
+    """The worker app, or one for another broker than this process's settings name."""
+    from workers.app import app, make_celery
 
-    active = app.control.inspect(timeout=timeout).active_queues() or {}
+    if settings is None or app.conf.broker_url == settings.broker_url:
+        return app
+    return make_celery(settings)
+
+
+def workers_seen(timeout: float = 1.0, settings: Settings | None = None) -> dict[str, list[str]]:
+    """Worker name -> queues it consumes, from a broadcast ping."""
+    active = _celery(settings).control.inspect(timeout=timeout).active_queues() or {}
     return {name: sorted(q["name"] for q in qs) for name, qs in active.items()}
 
 
@@ -63,9 +70,9 @@ def queued(settings: Settings) -> set[tuple[str, int]]:
     return out
 
 
-def _parse_message(raw: bytes) -> tuple[str, int] | None:
+def _parse_message(raw: bytes | dict) -> tuple[str, int] | None:
     try:
-        msg = json.loads(raw)
+        msg = json.loads(raw) if isinstance(raw, bytes | str) else raw
         body = msg["body"]
         if msg.get("properties", {}).get("body_encoding") == "base64":
             body = base64.b64decode(body)
@@ -75,13 +82,34 @@ def _parse_message(raw: bytes) -> tuple[str, int] | None:
         return None
 
 
-def held_by_workers(timeout: float = 2.0) -> set[tuple[str, int]]:
+def recently_delivered(settings: Settings, within_s: float) -> set[tuple[str, int]]:
+    """(subject kind, id) of messages a worker took less than ``within_s`` ago and has
+    not acknowledged (kombu's ``unacked`` hash and its delivery-time index). A worker too
+    busy to answer an inspect in time (a loaded machine, models loading) still holds
+    these; one killed whole holds them too, until they age past ``within_s``."""
+    import time
+
+    import redis
+
+    r = redis.Redis.from_url(settings.broker_url, socket_timeout=10)
+    tags = r.zrangebyscore("unacked_index", time.time() - within_s, "+inf")
+    out: set[tuple[str, int]] = set()
+    for start in range(0, len(tags), _SCAN_CHUNK):
+        for raw in r.hmget("unacked", tags[start : start + _SCAN_CHUNK]):
+            try:  # [message, exchange, routing key]
+                got = _parse_message(json.loads(raw)[0]) if raw else None
+            except (ValueError, TypeError, IndexError):
+                got = None
+            if got is not None:
+                out.add(got)
+    return out
+
+
+def held_by_workers(settings: Settings | None = None, timeout: float = 2.0) -> set[tuple[str, int]]:
     """(subject kind, id) of the tasks live workers hold: running, prefetched, or waiting
     for a retry's countdown. A worker that died holds nothing here, although Redis keeps
     its messages (unacknowledged) until the visibility timeout."""
-    from workers.app import app
-
-    insp = app.control.inspect(timeout=timeout)
+    insp = _celery(settings).control.inspect(timeout=timeout)
     out: set[tuple[str, int]] = set()
     for reply in (insp.active(), insp.reserved()):
         out.update(_from_requests(t for tasks in (reply or {}).values() for t in tasks))
@@ -99,13 +127,15 @@ def _from_requests(requests: Iterable[dict]) -> set[tuple[str, int]]:
     return out
 
 
-def in_flight(settings: Settings) -> dict[str, set[int]]:
+def in_flight(settings: Settings, grace_s: float) -> dict[str, set[int]]:
     """Ids per subject kind (``core.flow``: upload, segment, notification, job) whose
-    message is queued or held by a live worker: the sweeper leaves those alone. Queues
-    are read first, workers second: a message moving from one to the other in between
-    is seen in the queue; one handed on meanwhile has just touched its row."""
+    message is queued, held by a worker that answers, or taken by a worker less than
+    ``grace_s`` ago: the sweeper leaves those alone. Queues are read first, workers
+    second: a message moving from one to the other in between is seen in the queue; one
+    handed on meanwhile has just touched its row."""
     found = queued(settings)
-    found |= held_by_workers()
+    found |= recently_delivered(settings, grace_s)
+    found |= held_by_workers(settings)
     out: dict[str, set[int]] = {}
     for kind, subject_id in found:
         out.setdefault(kind, set()).add(subject_id)
