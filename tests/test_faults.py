@@ -18,7 +18,7 @@ import pytest
 from benchmarks.faults import check, run_faults
 from core.flow import FLOW
 
-pytestmark = [pytest.mark.distributed, pytest.mark.slow]
+pytestmark = [pytest.mark.distributed]
 
 
 def test_faults_lose_nothing(tmp_path):
