@@ -52,8 +52,9 @@ def _broker_errors() -> tuple[type[BaseException], ...]:
 
 
 class FlowTask(Task):
-    """Base of every task: retries transient errors with backoff, caps the runs of one
-    upload, and records a final failure on the stage's subject (``core.flow.fail``)."""
+    """Base of every task: retries transient errors with backoff and records a final
+    failure on the stage's subject (``core.flow.fail``). The cap on runs of one upload is
+    counted in the task body (``flow_task``), inside these retries."""
 
     stage: Stage  # set by flow_task()
     autoretry_for = _transient()
