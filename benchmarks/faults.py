@@ -1,14 +1,24 @@
 """Fault injection on the local distributed stack (also the soak run).
 
-    python -m benchmarks.faults --uploads 300 --rounds 3     # soak, prints JSON
+    python -m benchmarks.faults --uploads 1000 --kills 12 --out benchmarks/results/faults.json
 
-While uploads flow through a watched folder into the stack started by ``idwatch up``,
-every worker type is killed with SIGKILL and restarted, and Redis, PostgreSQL and the
-milvus-lite server are restarted. Afterwards every upload must be terminal, none lost,
-no alert duplicated, and the counts must equal a run of the embedded runner on the
-same files. The CI test (tests/test_faults.py) runs one short round.
+While uploads flow through a watched folder into the stack that ``idwatch up`` started
+(under supervisord), this injects, spread over the run:
 
-Restarting Redis and PostgreSQL affects everything on this machine that uses them.
+- ``--kills`` SIGKILLs of a worker's whole process group, queues picked at random
+  (every queue at least once when there are enough kills); supervisord restarts them;
+- restarts of Redis, PostgreSQL (both private instances on free ports: the machine's
+  shared servers are never touched) and the milvus-lite server;
+- the webhook receiver down for ``--receiver-down-s`` (connection refused);
+- a protected person registered mid-run (the backfill job) and another, registered
+  at the start, erased mid-run (the erasure job).
+
+Afterwards every upload must be terminal, none lost or failed, no alert duplicated,
+every alert delivered exactly once by delivery id once the receiver is back, the counts
+equal to a fault-free run of the embedded runner on the same files with the same final
+set of people, and nothing of the erased person left (identity row, reference rows and
+files, vectors, matches, alerts in their name). Prints JSON and writes it to ``--out``.
+The CI test (tests/test_faults.py) runs a short version.
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -23,187 +34,308 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from benchmarks.common import demo_images, duplicate_alerts, free_port, idwatch, not_terminal
-from core.pipeline.identities import register_identity
-from core.pipeline.sources.scan import scan
+from benchmarks.common import (
+    WebhookReceiver,
+    demo_images,
+    duplicate_alerts,
+    free_port,
+    idwatch,
+    not_terminal,
+)
+from benchmarks.private_services import PrivatePostgres, PrivateRedis
+from core.flow import FLOW
 from core.settings import Settings
 
-PROTECTED = "Eileen Collins"
-
-
-def restart_redis(log_dir: Path) -> None:
-    subprocess.run(["redis-cli", "-h", "127.0.0.1", "shutdown", "nosave"], capture_output=True)
-    time.sleep(1)
-    start_redis(log_dir)
-
-
-def start_redis(log_dir: Path) -> None:
-    if subprocess.run(["redis-cli", "-h", "127.0.0.1", "ping"], capture_output=True).returncode:
-        os.makedirs("/var/lib/redis", exist_ok=True)
-        subprocess.run(
-            [
-                "redis-server",
-                "--daemonize",
-                "yes",
-                "--bind",
-                "127.0.0.1",
-                "-::1",
-                "--port",
-                "6379",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                "/var/lib/redis",
-                "--logfile",
-                str(log_dir / "redis.log"),
-            ],
-            check=True,
-        )
-    for _ in range(50):
-        if not subprocess.run(
-            ["redis-cli", "-h", "127.0.0.1", "ping"], capture_output=True
-        ).returncode:
-            return
-        time.sleep(0.2)
-    raise RuntimeError("redis did not come back")
-
-
-def restart_postgres() -> None:
-    version = sorted(os.listdir("/etc/postgresql"))[-1]
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    for _ in range(100):
-        if not subprocess.run(["pg_isready", "-h", "127.0.0.1", "-q"]).returncode:
-            return
-        time.sleep(0.2)
-    raise RuntimeError("postgres did not come back")
-
-
-def _pid(data_dir: Path, name: str) -> int:
-    return int((data_dir / "run" / f"{name}.pid").read_text())
-
-
-def _restart_proc(env: dict, name: str, argv_expr: str) -> None:
-    subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from core.settings import Settings; "
-            f"from workers.ops.stack import start; start(Settings(), {name!r}, {argv_expr})",
-        ],
-        env=env,
-        check=True,
-        timeout=30,
-    )
-
-
-def _restart_worker(env: dict, q: str) -> None:
-    argv = f"__import__('workers.ops.stack').ops.stack.worker_argv([{q!r}])"
-    _restart_proc(env, f"worker-{q}", argv)
+PROTECTED = "Eileen Collins"  # registered before the run
+LATE = "Tom Hanks"  # registered mid-run: backfill
+ERASED = "Person Three"  # registered before the run, erased mid-run
+ERASED_REF = "person3.jpg"  # a demo upload: none of the others' faces
+SECRET = "faults-webhook-secret"
 
 
 def _counts(engine) -> dict:
     q = {
         "uploads": "SELECT count(*) FROM uploads",
         "done": "SELECT count(*) FROM uploads WHERE status = 'done'",
+        "failed": "SELECT count(*) FROM uploads WHERE status = 'failed'",
+        "rejected": "SELECT count(*) FROM uploads WHERE status = 'rejected'",
         "faces": "SELECT count(*) FROM faces",
         "matches": "SELECT count(*) FROM matches",
-        "alerts": "SELECT count(*) FROM alerts",
+        # Alerts in a person's name; the erased person's are kept anonymised (erased_at).
+        "alerts": "SELECT count(*) FROM alerts WHERE erased_at IS NULL",
     }
     with engine.connect() as c:
-        return {k: c.execute(text(v)).scalar() for k, v in q.items()}
+        out = {k: c.execute(text(v)).scalar() for k, v in q.items()}
+        out["alerts_by_identity"] = dict(
+            c.execute(
+                text(
+                    "SELECT identity_name, count(*) FROM alerts WHERE erased_at IS NULL "
+                    "GROUP BY identity_name ORDER BY identity_name"
+                )
+            ).all()
+        )
+    return out
 
 
-def _expected(files: list[Path], refs: list[Path], tmp: Path) -> dict:
+def _expected(files: list[Path], refs: dict[str, list[Path]], tmp: Path) -> dict:
+    """The fault-free run: the embedded runner, with the people the stack ends with."""
+    from core.pipeline.identities import register_identity
+    from core.pipeline.sources.scan import scan
     from core.services import Services
 
-    svc = Services(Settings(data_dir=tmp / "reference-run", notifier="memory"))
-    register_identity(svc, PROTECTED, refs)
+    svc = Services(
+        Settings(
+            data_dir=tmp / "reference-run",
+            notifier="memory",
+            broker_url=None,
+            database_url=None,
+            milvus_uri=None,
+        )
+    )
+    register_identity(svc, PROTECTED, refs[PROTECTED])
+    register_identity(svc, LATE, refs[LATE])
     summary = scan(svc, files)
-    engine = svc.db.engine
-    out = _counts(engine)
+    out = _counts(svc.db.engine)
     svc.close()
-    assert summary.failed == 0
+    assert summary.failed == 0, summary
     return out
+
+
+class Receivers:
+    """The platform's webhook endpoint on a fixed port, taken down and brought back."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self._old: list[WebhookReceiver] = []
+        self.live: WebhookReceiver | None = WebhookReceiver(SECRET, port=self.port)
+        self.down_at: float | None = None
+        self.back_at: float | None = None
+
+    def outage(self, seconds: float) -> threading.Thread:
+        assert self.live is not None
+        self.live.close()
+        self._old.append(self.live)
+        self.live, self.down_at = None, time.monotonic()
+
+        def back() -> None:
+            time.sleep(seconds)
+            self.live = WebhookReceiver(SECRET, port=self.port)
+            self.back_at = time.monotonic()
+
+        t = threading.Thread(target=back, daemon=True)
+        t.start()
+        return t
+
+    def deliveries(self) -> list[dict]:
+        rs = [*self._old, *([self.live] if self.live else [])]
+        return [d for r in rs for d in r.deliveries]
+
+    def bad(self) -> int:
+        return sum(r.bad for r in [*self._old, *([self.live] if self.live else [])])
+
+    def close(self) -> None:
+        if self.live:
+            self.live.close()
+
+
+def _delivery_report(engine, receivers: Receivers) -> dict:
+    """Every alert not erased delivered once, by its ``webhook-id`` (alert-<id>-webhook)."""
+    with engine.connect() as c:
+        alert_ids = set(c.execute(text("SELECT id FROM alerts WHERE erased_at IS NULL")).scalars())
+        erased_ids = set(
+            c.execute(text("SELECT id FROM alerts WHERE erased_at IS NOT NULL")).scalars()
+        )
+        pending = c.execute(
+            text("SELECT count(*) FROM notifications WHERE status = 'pending'")
+        ).scalar()
+    got: dict[int, int] = {}
+    for d in receivers.deliveries():
+        alert_id = int(d["id"].split("-")[1])
+        got[alert_id] = got.get(alert_id, 0) + 1
+    return {
+        "alerts": len(alert_ids),
+        "delivered": sum(1 for a in alert_ids if got.get(a)),
+        "missing": len([a for a in alert_ids if not got.get(a)]),
+        "duplicate_deliveries": sum(n - 1 for n in got.values() if n > 1),
+        "erased_alerts": len(erased_ids),
+        "erased_delivered_before_erasure": sum(1 for a in erased_ids if got.get(a)),
+        "unknown_ids": len([a for a in got if a not in alert_ids | erased_ids]),
+        "bad_signatures": receivers.bad(),
+        "notifications_pending": pending,
+    }
+
+
+def _leftovers(engine, settings: Settings, identity_id: int) -> dict:
+    """What is left of the erased person: must be all zeros / False."""
+    from core.storage.vectors import VectorStore
+
+    q = {
+        "identity_rows": "SELECT count(*) FROM identities WHERE id = :i",
+        "reference_rows": "SELECT count(*) FROM reference_photos WHERE identity_id = :i",
+        "matches": "SELECT count(*) FROM matches WHERE identity_id = :i",
+        "alerts_in_their_name": "SELECT count(*) FROM alerts WHERE identity_id = :i "
+        "OR identity_name = :n",
+    }
+    with engine.connect() as c:
+        out = {
+            k: c.execute(text(v), {"i": identity_id, "n": ERASED}).scalar() for k, v in q.items()
+        }
+        out["erasure_job"] = c.execute(
+            text("SELECT status FROM jobs WHERE kind = 'erasure' AND identity_id = :i"),
+            {"i": identity_id},
+        ).scalar()
+    vs = VectorStore(settings.milvus_uri)
+    try:
+        out["vectors"] = len(vs.reference_ids(identity_id))
+    finally:
+        vs.close()
+    ref_dir = settings.data_dir / "references" / str(identity_id)
+    out["files"] = sum(1 for _ in ref_dir.rglob("*")) if ref_dir.exists() else 0
+    return out
+
+
+def _schedule(rng: random.Random, kills: int) -> list[tuple[str, str]]:
+    """The faults in order: kills spread between the other events."""
+    queues = list(FLOW.queues)
+    picks = rng.sample(queues, len(queues)) if kills >= len(queues) else []
+    picks += [rng.choice(queues) for _ in range(kills - len(picks))]
+    rng.shuffle(picks)
+    others = [
+        ("receiver", "webhook receiver down"),
+        ("register", f"register {LATE}"),
+        ("redis", "restart Redis"),
+        ("erase", f"erase {ERASED}"),
+        ("postgres", "restart PostgreSQL"),
+        ("milvus", "restart milvus-lite server"),
+    ]
+    events: list[tuple[str, str]] = []
+    per = max(1, len(picks) // len(others))
+    for i, other in enumerate(others):
+        events += [("kill", q) for q in picks[i * per : (i + 1) * per]]
+        events.append(other)
+    events += [("kill", q) for q in picks[len(others) * per :]]
+    return events
 
 
 def run_faults(
     tmp: Path,
-    pg_url: str,
     n_uploads: int,
-    rounds: int = 1,
-    redis_db: int = 13,
+    kills: int = 10,
+    receiver_down_s: float = 120.0,
+    feed_interval: float = 0.25,
+    sweep_after_s: float = 15.0,
+    seed: int = 0,
     keep_logs: Path | None = None,
 ) -> dict:
     """Run the scenario; returns counts with and without faults and what was injected."""
-    import redis
+    from workers.ops import supervisor
 
+    rng = random.Random(seed)
     files, refs = demo_images(tmp / "imgs", n_uploads)
+    refs = {**refs, ERASED: [tmp / "imgs" / "set" / "uploads" / ERASED_REF]}
     t0 = time.monotonic()
-    expected = _expected(files, refs[PROTECTED], tmp)
-    redis.Redis(db=redis_db).flushdb()
+    expected = _expected(files, refs, tmp)
+    expected_s = round(time.monotonic() - t0, 1)
     inbox = tmp / "inbox"
     inbox.mkdir()
     data_dir = tmp / "data"
+    redis_srv = PrivateRedis(tmp / "redis")
+    pg = PrivatePostgres()
+    receivers = Receivers()
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDWATCH_")}
-    env.update(
-        {
-            "IDWATCH_DATA_DIR": str(data_dir),
-            "IDWATCH_DATABASE_URL": pg_url,
-            "IDWATCH_BROKER_URL": f"redis://127.0.0.1:6379/{redis_db}",
-            "IDWATCH_MILVUS_URI": f"http://127.0.0.1:{free_port()}",
-            "IDWATCH_NOTIFIER": "log",
-            "IDWATCH_WATCH_SETTLE_S": "0.3",
-            "IDWATCH_TASK_TIME_LIMIT_S": "40",
-            "IDWATCH_TASK_SOFT_TIME_LIMIT_S": "35",
-            "IDWATCH_VISIBILITY_TIMEOUT_S": "45",
-        }
-    )
-    engine = create_engine(pg_url, pool_pre_ping=True)
-    log_dir = tmp / "logs"
-    log_dir.mkdir()
-    injected: list[str] = []
+    engine = None
+    injected: list[dict] = []
+    threads: list[threading.Thread] = []
+    results: dict[str, object] = {}
+    t1 = time.monotonic()
     try:
-        idwatch(env, "up", "--watch", str(inbox), "--sweep-after", "15")
+        redis_srv.start()
+        pg.start()
+        pg_url = pg.create_database("idwatch")
+        env.update(
+            {
+                "IDWATCH_DATA_DIR": str(data_dir),
+                "IDWATCH_DATABASE_URL": pg_url,
+                "IDWATCH_BROKER_URL": redis_srv.url(0),
+                "IDWATCH_MILVUS_URI": f"http://127.0.0.1:{free_port()}",
+                "IDWATCH_NOTIFIER": "webhook",
+                "IDWATCH_WEBHOOK_URL": receivers.url,
+                "IDWATCH_WEBHOOK_SECRET": SECRET,
+                "IDWATCH_WATCH_SETTLE_S": "0.3",
+                # Shortened so a run ends in minutes; production values in README.
+                "IDWATCH_NOTIFY_BACKOFF_MAX_S": "30",
+                "IDWATCH_TASK_TIME_LIMIT_S": "60",
+                "IDWATCH_TASK_SOFT_TIME_LIMIT_S": "55",
+            }
+        )
+        settings = Settings(
+            data_dir=data_dir,
+            database_url=pg_url,
+            broker_url=env["IDWATCH_BROKER_URL"],
+            milvus_uri=env["IDWATCH_MILVUS_URI"],
+        )
+        idwatch(env, "up", "--watch", str(inbox), "--sweep-after", str(sweep_after_s))
         idwatch(env, "identity", "add", PROTECTED, *map(str, refs[PROTECTED]))
-        feed_interval = 0.4
+        idwatch(env, "identity", "add", ERASED, *map(str, refs[ERASED]))
+        engine = create_engine(pg_url, pool_pre_ping=True)
+        with engine.connect() as c:
+            erased_id = c.execute(
+                text("SELECT id FROM identities WHERE name = :n"), {"n": ERASED}
+            ).scalar()
 
-        def feed():
+        def feed() -> None:
             for i, f in enumerate(files):
                 (inbox / f"{i:05d}_{f.name}").write_bytes(f.read_bytes())
                 time.sleep(feed_interval)
 
-        feeder = threading.Thread(target=feed)
+        def cli_bg(key: str, *args: str) -> None:
+            def go() -> None:
+                try:
+                    res = idwatch(env, *args, timeout=1800)
+                    results[key] = res.stdout.strip()[-300:]
+                except Exception as exc:  # recorded; the checks below judge the outcome
+                    results[key] = f"error: {exc}"[-600:]
+
+            t = threading.Thread(target=go, daemon=True)
+            t.start()
+            threads.append(t)
+
+        feeder = threading.Thread(target=feed, daemon=True)
         feeder.start()
-        faults = [
-            ("kill -9 crop worker", lambda: _kill_and_restart(env, data_dir, "crop")),
-            ("restart Redis", lambda: restart_redis(log_dir)),
-            ("kill -9 embed worker", lambda: _kill_and_restart(env, data_dir, "embed")),
-            ("restart PostgreSQL", restart_postgres),
-            ("restart milvus-lite server", lambda: _restart_milvus(env, data_dir)),
-            ("kill -9 index worker", lambda: _kill_and_restart(env, data_dir, "index")),
-            ("kill -9 classify worker", lambda: _kill_and_restart(env, data_dir, "classify")),
-        ]
-        # Spread the rounds of faults over the time the feeder runs.
-        gap = max(2.5, n_uploads * feed_interval / (rounds * len(faults) + 1))
-        for _ in range(rounds):
-            for name, fault in faults:
-                time.sleep(gap)
-                fault()
-                injected.append(name)
+        events = _schedule(rng, kills)
+        gap = max(2.5, n_uploads * feed_interval / (len(events) + 1))
+        for kind, what in events:
+            time.sleep(gap)
+            at = round(time.monotonic() - t1, 1)
+            if kind == "kill":
+                pid = supervisor.pid_of(settings, f"worker-{what}")
+                if pid:
+                    os.killpg(pid, signal.SIGKILL)
+                what = f"kill -9 {what} worker"
+            elif kind == "receiver":
+                threads.append(receivers.outage(receiver_down_s))
+            elif kind == "register":
+                cli_bg("register", "identity", "add", LATE, *map(str, refs[LATE]))
+            elif kind == "erase":
+                cli_bg("erase", "identity", "remove", ERASED, "--yes", "--wait", "1200")
+            elif kind == "redis":
+                redis_srv.restart()
+            elif kind == "postgres":
+                pg.restart()
+            elif kind == "milvus":
+                rpc = supervisor.rpc(settings).supervisor
+                rpc.stopProcess("milvus")
+                time.sleep(2)
+                rpc.startProcess("milvus")
+            injected.append({"at_s": at, "fault": what})
         feeder.join()
-        deadline = time.monotonic() + 300 + 3 * n_uploads
+        fed_s = round(time.monotonic() - t1, 1)
+        deadline = time.monotonic() + 600 + 2 * n_uploads
         while time.monotonic() < deadline:
             try:
                 if _counts(engine)["uploads"] >= n_uploads and not_terminal(engine) == 0:
@@ -211,92 +343,112 @@ def run_faults(
             except Exception:  # the database may still be coming back
                 pass
             time.sleep(1)
+        terminal_s = round(time.monotonic() - t1, 1)
+        for t in threads:
+            t.join(timeout=max(1.0, deadline - time.monotonic()))
+        # Deliveries: the receiver is back; retries and the sweeper finish the rest.
+        delivery_deadline = time.monotonic() + 900
+        while time.monotonic() < delivery_deadline:
+            rep = _delivery_report(engine, receivers)
+            if rep["missing"] == 0 and rep["notifications_pending"] == 0:
+                break
+            time.sleep(2)
+        delivered_s = round(time.monotonic() - t1, 1)
         got = _counts(engine)
-        dup = duplicate_alerts(engine)
-        lost = n_uploads - got["uploads"]
-        pending = not_terminal(engine)
-        redispatched = sum(
-            line.count("re-dispatching upload")
-            for line in (data_dir / "logs" / "sweep.log").read_text().splitlines()
-        )
+        sweep_log = (data_dir / "logs" / "sweep.log").read_text(errors="replace")
+        procs = supervisor.processes(settings)
+        deliveries = _delivery_report(engine, receivers)
+        leftovers = _leftovers(engine, settings, erased_id)
         return {
             "uploads": n_uploads,
-            "rounds": rounds,
+            "cpu_count": os.cpu_count(),
+            "kills": sum(1 for f in injected if f["fault"].startswith("kill")),
             "faults": injected,
+            "receiver_down_s": receiver_down_s,
+            "receiver_back_after_s": (
+                round(receivers.back_at - t1, 1) if receivers.back_at else None
+            ),
             "with_faults": got,
             "without_faults": expected,
             "equal": got == expected,
-            "duplicate_alerts": dup,
-            "lost": lost,
-            "not_terminal": pending,
-            "sweeper_redispatches": redispatched,
-            "seconds": round(time.monotonic() - t0, 1),
+            "lost": n_uploads - got["uploads"],
+            "not_terminal": not_terminal(engine),
+            "failed": got["failed"],
+            "duplicate_alerts": duplicate_alerts(engine),
+            "deliveries": deliveries,
+            "erased_person_left": leftovers,
+            "cli": results,
+            "sweeper_redispatches": sweep_log.count("re-dispatching upload"),
+            "sweeper_notification_redispatches": sweep_log.count("re-dispatching notification"),
+            "sweeper_job_redispatches": sweep_log.count("re-dispatching backfill job")
+            + sweep_log.count("re-dispatching erasure job"),
+            "restarts": {p["name"]: p["restarts"] for p in procs if p["restarts"]},
+            "seconds": {
+                "fault_free_run": expected_s,
+                "feed_and_faults": fed_s,
+                "all_terminal": terminal_s,
+                "all_delivered": delivered_s,
+            },
         }
     finally:
-        start_redis(log_dir)  # whatever happened, leave the machine's Redis running
-        engine.dispose()
         subprocess.run(
-            [sys.executable, "-m", "workers.cli", "down"], env=env, capture_output=True, timeout=120
+            [sys.executable, "-m", "workers.cli", "down"], env=env, capture_output=True, timeout=180
         )
+        if engine is not None:
+            engine.dispose()
+        receivers.close()
+        redis_srv.stop()
+        pg.close()
         if keep_logs:
             shutil.copytree(data_dir / "logs", keep_logs, dirs_exist_ok=True)
 
 
-def _kill_and_restart(env: dict, data_dir: Path, q: str) -> None:
-    pid = _pid(data_dir, f"worker-{q}")
-    os.killpg(pid, signal.SIGKILL)
-    time.sleep(1)
-    # On a loaded machine a killed process can take a moment to be reaped, and the
-    # restart refuses to start a second worker under a pid that still answers.
-    for _ in range(150):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    _restart_worker(env, q)
-
-
-def _restart_milvus(env: dict, data_dir: Path) -> None:
-    pid = _pid(data_dir, "milvus")
-    os.killpg(pid, signal.SIGTERM)
-    for _ in range(100):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    time.sleep(2)
-    port = env["IDWATCH_MILVUS_URI"].rsplit(":", 1)[1]
-    _restart_proc(
-        env,
-        "milvus",
-        "[str(__import__('pathlib').Path(sys.executable)"
-        ".with_name('milvus-lite')), 'server', '--data-dir', "
-        f"{str(data_dir / 'milvus')!r}, '--host', '127.0.0.1', "
-        f"'--port', {port!r}]",
-    )
+def check(res: dict) -> list[str]:
+    """What the proof requires; an empty list when everything holds."""
+    bad = []
+    for k in ("lost", "not_terminal", "failed", "duplicate_alerts"):
+        if res[k]:
+            bad.append(f"{k}={res[k]}")
+    if not res["equal"]:
+        bad.append("counts differ from the fault-free run")
+    d = res["deliveries"]
+    if d["missing"] or d["duplicate_deliveries"] or d["bad_signatures"] or d["unknown_ids"]:
+        bad.append(f"deliveries: {d}")
+    left = res["erased_person_left"]
+    if any(v for k, v in left.items() if k != "erasure_job") or left["erasure_job"] != "done":
+        bad.append(f"erased person left: {left}")
+    return bad
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--uploads", type=int, default=300)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--uploads", type=int, default=1000)
+    ap.add_argument("--kills", type=int, default=12)
+    ap.add_argument("--receiver-down-s", type=float, default=120.0)
+    ap.add_argument("--feed-interval", type=float, default=0.25)
+    ap.add_argument("--sweep-after", type=float, default=15.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, help="Also write the JSON here.")
+    ap.add_argument("--keep-logs", type=Path, help="Copy the stack's logs here.")
     args = ap.parse_args()
-    db = f"idwatch_soak_{uuid.uuid4().hex[:8]}"
-    psql = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc"]
-    subprocess.run([*psql, f"CREATE DATABASE {db}"], check=True, capture_output=True)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            res = run_faults(
-                Path(tmp),
-                f"postgresql+psycopg2://postgres@127.0.0.1/{db}",
-                args.uploads,
-                args.rounds,
-            )
-    finally:
-        subprocess.run([*psql, f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"], capture_output=True)
-    print(json.dumps(res))
+    with tempfile.TemporaryDirectory() as tmp:
+        res = run_faults(
+            Path(tmp),
+            args.uploads,
+            kills=args.kills,
+            receiver_down_s=args.receiver_down_s,
+            feed_interval=args.feed_interval,
+            sweep_after_s=args.sweep_after,
+            seed=args.seed,
+            keep_logs=args.keep_logs,
+        )
+    res["problems"] = check(res)
+    text_out = json.dumps(res, indent=1)
+    print(text_out)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text_out + "\n")
+    sys.exit(1 if res["problems"] else 0)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from sqlalchemy import create_engine, text
 from benchmarks.common import WebhookReceiver, duplicate_alerts, free_port, idwatch, unique_bytes
 from core.demo.dataset import load_manifest, load_references
 from core.flow import FLOW
+from core.settings import Settings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.distributed]
 
@@ -232,13 +233,11 @@ def _port_answers(url: str, auth=None) -> bool:
         return False
 
 
-def _worker_pids(name: str, data_dir: Path) -> int:
-    return int((data_dir / "run" / f"{name}.pid").read_text())
-
-
 def test_worker_killed_mid_run_loses_nothing(stack):
+    from workers.ops import supervisor
+
     env, engine, rx, demo = stack["env"], stack["engine"], stack["receiver"], stack["demo"]
-    data_dir = Path(env["IDWATCH_DATA_DIR"])
+    settings = Settings(data_dir=env["IDWATCH_DATA_DIR"])
     refs = load_references(demo)
     idwatch(env, "identity", "add", "Eileen Collins", *map(str, refs["Eileen Collins"]))
     rows = load_manifest(demo / "manifest.csv")
@@ -247,23 +246,12 @@ def test_worker_killed_mid_run_loses_nothing(stack):
         for r in rows:
             (stack["inbox"] / f"{k}_{r.path.stem}.png").write_bytes(unique_bytes(r.path, k))
             n += 1
-    # Kill each model worker (whole process group, SIGKILL) while work is in flight.
+    # Kill each model worker (whole process group, SIGKILL) while work is in flight;
+    # supervisord starts it again.
     for name in ("worker-crop", "worker-embed", "worker-classify"):
         _wait(lambda: _scalar(engine, "SELECT count(*) FROM uploads") > 5, 60, "work in flight")
-        os.killpg(_worker_pids(name, data_dir), signal.SIGKILL)
+        os.killpg(supervisor.pid_of(settings, name), signal.SIGKILL)
         time.sleep(1.5)
-        subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "from core.settings import Settings; "
-                "from workers.ops.stack import start, worker_argv; "
-                f"start(Settings(), {name!r}, worker_argv([{name.split('-')[1]!r}]))",
-            ],
-            env=env,
-            check=True,
-            timeout=30,
-        )
     _wait(lambda: _all_terminal(engine, n), 420, "every upload terminal after the kills")
     st = _statuses(engine)
     assert sum(st.values()) == n and st.get("done") == n, st

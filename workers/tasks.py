@@ -52,8 +52,9 @@ def _broker_errors() -> tuple[type[BaseException], ...]:
 
 
 class FlowTask(Task):
-    """Base of every task: retries transient errors with backoff, caps the runs of one
-    upload, and records a final failure on the stage's subject (``core.flow.fail``)."""
+    """Base of every task: retries transient errors with backoff and records a final
+    failure on the stage's subject (``core.flow.fail``). The cap on runs of one upload is
+    counted in the task body (``flow_task``), inside these retries."""
 
     stage: Stage  # set by flow_task()
     autoretry_for = _transient()
@@ -62,13 +63,6 @@ class FlowTask(Task):
     retry_jitter = False
     max_retries = get_settings().task_max_retries
     acks_late = True
-
-    def __call__(self, subject_id: int, *args: Any, **kwargs: Any) -> Any:
-        # Count stage runs per upload: a message that kills its worker every time is
-        # redelivered forever (acks_late + reject_on_worker_lost) unless someone stops it.
-        if self.stage.subject == UPLOAD and not note_attempt(services(), int(subject_id)):
-            return None
-        return super().__call__(subject_id, *args, **kwargs)
 
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         subject_id = args[0] if args else kwargs.get("subject_id")
@@ -93,6 +87,12 @@ def flow_task(name: str, **options: Any) -> Task:
     run_stage = stage.function()
 
     def task(subject_id: int) -> None:
+        # Count stage runs per upload: a message that kills its worker every time is
+        # redelivered forever (acks_late + reject_on_worker_lost) unless someone stops it.
+        # Counted here, inside the retries: a database restarting while it is counted is
+        # retried like the stage (the 1,000-upload soak failed 2 uploads when it was not).
+        if stage.subject == UPLOAD and not note_attempt(services(), int(subject_id)):
+            return
         next_ids = run_stage(services(), subject_id)  # load ids, call the core stage
         _dispatcher.hand_on(stage, next_ids)  # hand on to the flow
 

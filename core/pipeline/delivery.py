@@ -14,6 +14,7 @@ queue; the sweeper after that). A receiver that refuses for good (4xx): the row 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import or_, select, update
@@ -165,9 +166,10 @@ def note_failure(svc: Services, notification_id: int, error: str) -> None:
         n.updated_at = datetime.now(UTC)
 
 
-def stuck(svc: Services, idle_s: float, limit: int = 1000) -> list[int]:
+def stuck(svc: Services, idle_s: float, limit: int = 1000, skip: Collection[int] = ()) -> list[int]:
     """Pending notifications no run has touched for ``idle_s`` (lost messages, retries
-    given up), touched now so the next sweep waits a full period again."""
+    given up), but those in ``skip`` (their message is still on its way), touched now so
+    the next sweep waits a full period again."""
     now = datetime.now(UTC)
     cutoff = now - timedelta(seconds=idle_s)
     with svc.db.session() as s:
@@ -183,9 +185,9 @@ def stuck(svc: Services, idle_s: float, limit: int = 1000) -> list[int]:
                     ),
                 )
                 .order_by(Notification.id)
-                .limit(limit)
             )
         )
+        ids = [i for i in ids if i not in skip][:limit]
         if ids:
             s.execute(update(Notification).where(Notification.id.in_(ids)).values(updated_at=now))
     return ids

@@ -9,6 +9,7 @@ the identity's id, never its name.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import or_, select
@@ -86,10 +87,13 @@ def get(svc: Services, job_id: int) -> Job | None:
         return job
 
 
-def stuck(svc: Services, idle_s: float, max_attempts: int = MAX_ATTEMPTS) -> list[Job]:
+def stuck(
+    svc: Services, idle_s: float, max_attempts: int = MAX_ATTEMPTS, skip: Collection[int] = ()
+) -> list[Job]:
     """Jobs to run again: failed ones, pending ones nobody started for ``idle_s`` (the
-    message was lost), running ones whose process died. Set back to pending (the error
-    kept), so the next sweep waits a full period before sending them again."""
+    message was lost), running ones whose process died; not those in ``skip`` (their
+    message is still on its way). Set back to pending (the error kept), so the next
+    sweep waits a full period before sending them again."""
     now = datetime.now(UTC)
     with svc.db.session() as s:
         jobs = list(
@@ -107,6 +111,7 @@ def stuck(svc: Services, idle_s: float, max_attempts: int = MAX_ATTEMPTS) -> lis
                 .order_by(Job.id)
             )
         )
+        jobs = [j for j in jobs if j.id not in skip]
         for job in jobs:
             job.status, job.updated_at = JobStatus.pending, now
         s.flush()

@@ -11,6 +11,14 @@ finished and has not moved for a while and hands it to the dispatcher again:
   queue's retries);
 - jobs (backfill, erasure) that failed, were never started, or whose process died.
 
+Idle is not lost: under a backlog an upload waits in its queue for longer than any
+sensible ``older_than_s``, and queueing it again would only lengthen the backlog (a
+1,000-upload soak once re-dispatched 13,738 times). So the caller passes what the broker
+still holds (``in_flight``: messages queued, and tasks held by workers that answer), and
+only idle work with no message on its way is sent again. A worker killed whole while
+holding a task holds nothing any more: its message sits unacknowledged in Redis until
+the visibility timeout (900 s), and the sweeper sends it again after ``older_than_s``.
+
 An upload that keeps coming back (for example one that kills its worker each time)
 is failed after ``max_attempts`` stage runs instead of looping forever.
 """
@@ -18,17 +26,18 @@ is failed after ``max_attempts`` stage runs instead of looping forever.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 
-from core.flow import FLOW
+from core.flow import FLOW, JOB, NOTIFICATION, SEGMENT, UPLOAD
 from core.pipeline import delivery, jobs
 from core.pipeline.dispatch import Dispatcher
 from core.pipeline.status import NON_TERMINAL, mark_failed
 from core.services import Services
-from core.storage.models import Upload
+from core.storage.models import Upload, VideoSegment
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +65,19 @@ class SweepResult:
     requeued: list[int]  # upload ids
     notifications: list[int] = field(default_factory=list)
     jobs: list[int] = field(default_factory=list)
+    in_flight: int = 0  # idle uploads left alone: their message is still on its way
+
+
+def _uploads_in_flight(svc: Services, in_flight: Mapping[str, Collection[int]]) -> set[int]:
+    """Uploads with a message still on its way: their own, or one of their segments'."""
+    ids = set(in_flight.get(UPLOAD, ()))
+    segments = list(in_flight.get(SEGMENT, ()))
+    if segments:
+        with svc.db.session() as s:
+            ids.update(
+                s.scalars(select(VideoSegment.upload_id).where(VideoSegment.id.in_(segments)))
+            )
+    return ids
 
 
 def sweep(
@@ -63,40 +85,47 @@ def sweep(
     dispatcher: Dispatcher,
     older_than_s: float = 120.0,
     limit: int = 1000,
-    backlog: int = 0,
+    in_flight: Mapping[str, Collection[int]] | None = None,
 ) -> SweepResult:
-    """Re-dispatch uploads, notifications and jobs idle for ``older_than_s``. With
-    messages still queued (``backlog`` > 0) idle work is more likely waiting its turn
-    than lost, so the wait is ten times longer: re-dispatching a backlog would only
-    double it. A notification waits at least the notify queue's longest backoff, so one
+    """Re-dispatch uploads, notifications and jobs idle for ``older_than_s`` whose
+    message is lost. ``in_flight`` (from the broker: ids per subject kind of
+    ``core.flow`` whose message waits in a queue or is held by a live worker; read
+    *before* this call) names work that is only waiting its turn: it is left alone, so a
+    backlog is never queued twice over. Without it (inline dispatcher) nothing is in
+    flight. A notification waits at least the notify queue's longest backoff, so one
     whose Celery retry is still scheduled is not sent twice over."""
-    wait = older_than_s * (10 if backlog > 0 else 1)
-    cutoff = datetime.now(UTC) - timedelta(seconds=wait)
+    in_flight = in_flight or {}
+    cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
+    waiting = _uploads_in_flight(svc, in_flight)
     with svc.db.session() as s:
-        stuck = list(
+        idle = list(
             s.scalars(
                 select(Upload.id)
                 .where(Upload.status.in_(NON_TERMINAL), Upload.updated_at < cutoff)
                 .order_by(Upload.id)
-                .limit(limit)
             )
         )
+        stuck = [uid for uid in idle if uid not in waiting][:limit]
         if stuck:  # touch them so the next sweep waits a full period again
             s.execute(
                 update(Upload).where(Upload.id.in_(stuck)).values(updated_at=datetime.now(UTC))
             )
     for uid in stuck:
-        log.warning("re-dispatching upload %s (not terminal for %.0f s)", uid, wait)
+        log.warning("re-dispatching upload %s (idle %.0f s, no message queued)", uid, older_than_s)
         dispatcher.upload(uid)
     notify_wait = (
-        max(wait, 2 * svc.settings.notify_backoff_max_s) if not dispatcher.synchronous else wait
+        max(older_than_s, 2 * svc.settings.notify_backoff_max_s)
+        if not dispatcher.synchronous
+        else older_than_s
     )
-    notifications = delivery.stuck(svc, notify_wait, limit)
+    notifications = delivery.stuck(
+        svc, notify_wait, limit, skip=set(in_flight.get(NOTIFICATION, ()))
+    )
     for nid in notifications:
         log.warning("re-dispatching notification %s (pending for %.0f s)", nid, notify_wait)
         dispatcher.notify(nid)
-    again = jobs.stuck(svc, wait)
+    again = jobs.stuck(svc, older_than_s, skip=set(in_flight.get(JOB, ())))
     for job in again:
         log.warning("re-dispatching %s job %s (%s)", job.kind, job.id, job.error or "not finished")
         dispatcher.send(FLOW[job.kind], job.id)  # each kind of job is the stage of its name
-    return SweepResult(stuck, notifications, [j.id for j in again])
+    return SweepResult(stuck, notifications, [j.id for j in again], len(idle) - len(stuck))

@@ -134,7 +134,8 @@ def report_cmd(
 @scan_app.command("status")
 def status_cmd(as_json: JsonOpt = False) -> None:
     """Where the data lives (data dir, database, vector store, models), uploads by
-    status, alerts, and (distributed) queue lengths and workers seen."""
+    status, alerts, and (distributed) queue lengths, workers seen and the local
+    processes: each one's state and restarts under supervisord, and hand-started workers."""
     from core.alerts.listing import count_alerts
     from core.pipeline.identities import upload_counts
     from core.pipeline.reembed import stale_references
@@ -151,11 +152,12 @@ def status_cmd(as_json: JsonOpt = False) -> None:
     res["references_without_vectors"] = len(stale_references(svc))
     if not svc.settings.embedded:
         from workers.ops.queues import queue_lengths, workers_seen
-        from workers.ops.stack import recorded
+        from workers.ops.stack import processes
 
         res["queues"] = queue_lengths(svc.settings)
-        res["workers"] = workers_seen()
-        res["processes"] = [{"name": n, "pid": p, "alive": a} for n, p, a in recorded(svc.settings)]
+        res["workers"] = workers_seen(settings=svc.settings)
+        # Supervised (state, restarts) and hand-started workers of this host.
+        res["processes"] = processes(svc.settings)
     if as_json:
         print_json(res)
         return
@@ -200,7 +202,13 @@ def status_cmd(as_json: JsonOpt = False) -> None:
                 ["worker", "queues"],
             )
         )
-        out.print(table("Local processes", res["processes"], ["name", "pid", "alive"]))
+        out.print(
+            table(
+                "Local processes",
+                res["processes"],
+                ["name", "state", "pid", "restarts", "by", "detail"],
+            )
+        )
 
 
 def where(svc) -> dict:

@@ -55,9 +55,14 @@ def worker_cmd(
     if not Settings().broker_url:
         console.print("[red]set IDWATCH_BROKER_URL (e.g. redis://127.0.0.1:6379/0)[/red]")
         raise typer.Exit(2)
-    from workers.ops.stack import worker_argv
+    from workers.ops.stack import manual_pidfile, worker_argv
 
-    argv = worker_argv(qs, concurrency, loglevel)
+    # Named and pid-filed after this process (exec keeps the pid), so `idwatch status`
+    # sees it and `idwatch down` stops it; a second worker for the same queues on this
+    # host gets its own name.
+    pid = os.getpid()
+    name = f"{'+'.join(qs)}.{pid}"
+    argv = worker_argv(qs, concurrency, loglevel, name, manual_pidfile(Settings(), pid))
     os.execv(sys.executable, argv)
 
 
@@ -131,7 +136,7 @@ def sweep_cmd(
     disp = dispatcher(svc)
     while True:
         try:
-            res = sweep(svc, disp, older_than_s=older_than, backlog=_backlog(svc))
+            res = sweep(svc, disp, older_than_s=older_than, in_flight=_in_flight(svc, older_than))
         except Exception as exc:  # broker or database down: keep sweeping, this is when
             if not every:  # messages get lost and the sweeper is needed most
                 raise
@@ -140,22 +145,22 @@ def sweep_cmd(
             if res.requeued or res.notifications or res.jobs or not every:
                 out.print(
                     f"re-dispatched {len(res.requeued)} upload(s), "
-                    f"{len(res.notifications)} notification(s), {len(res.jobs)} job(s)"
+                    f"{len(res.notifications)} notification(s), {len(res.jobs)} job(s); "
+                    f"{res.in_flight} idle upload(s) still queued or held by a worker"
                 )
         if not every:
             return
         time.sleep(every)
 
 
-def _backlog(svc) -> int:
+def _in_flight(svc, grace_s: float) -> dict[str, set[int]] | None:
+    """What the broker still holds (queued, held by a live worker, or taken by a worker
+    less than ``grace_s`` ago): never swept."""
     if svc.settings.embedded:
-        return 0
-    from workers.ops.queues import queue_lengths
+        return None
+    from workers.ops.queues import in_flight
 
-    try:
-        return sum(queue_lengths(svc.settings).values())
-    except Exception:  # broker down: nothing can be re-dispatched anyway
-        return 0
+    return in_flight(svc.settings, grace_s)  # broker down: raises; this sweep is skipped
 
 
 @stack_app.command("up")
@@ -171,7 +176,8 @@ def up_cmd(
         bool, typer.Option(help="Start the queue workers (--no-workers: everything else).")
     ] = True,
 ) -> None:
-    """Start the local distributed stack (milvus-lite server, a worker per queue, API, Flower)."""
+    """Start the local distributed stack under supervisord (milvus-lite server, a worker
+    per queue, API, Flower, sweeper, watcher); a process that dies is restarted."""
     from core.settings import Settings
     from workers.ops.stack import up
 
@@ -180,20 +186,13 @@ def up_cmd(
     except RuntimeError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
-    out.print(
-        table(
-            "Started",
-            [{"name": p.name, "pid": p.pid, "log": str(p.log)} for p in procs],
-            ["name", "pid", "log"],
-        )
-    )
+    out.print(table("Supervised", procs, ["name", "state", "pid", "detail"]))
 
 
 @stack_app.command("down")
 def down_cmd() -> None:
-    """Stop every process `idwatch up` started, by its recorded pid."""
+    """Stop every process of the stack: supervised ones and workers started by hand."""
     from core.settings import Settings
     from workers.ops.stack import down
 
-    rows = [{"name": n, "pid": p, "result": how} for n, p, how in down(Settings())]
-    out.print(table("Stopped", rows, ["name", "pid", "result"]))
+    out.print(table("Stopped", down(Settings()), ["name", "pid", "by", "result"]))
