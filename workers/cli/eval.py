@@ -558,7 +558,22 @@ def train_cmd(
             extra_rows=_feedback(manifest, ex, feedback_wrong_person) if feedback else None,
             sbi=sbi,
             sbi_only=sbi_only,
-            command=_command_line(),
+            command=_command_line(
+                manifest=manifest,
+                out=out_path,
+                backbone=backbone,
+                groups=groups,
+                format_blind=format_blind,
+                normalise=normalise,
+                target_real_accuracy=target_real_accuracy,
+                query_pairs=query_pairs,
+                query_pair_ratio=query_pair_ratio,
+                face_backend=backend.name,
+                identity=getattr(getattr(ex, "embedder", None), "name", None),
+                feedback=feedback,
+                sbi=sbi,
+                sbi_only=sbi_only,
+            ),
         )
     if feedback:
         out.print(f"feedback rows (reviewed alerts): {head.training['n_extra_rows']}")
@@ -575,12 +590,19 @@ def train_cmd(
     out.print(f"terms: {head.training['provenance']['terms']['summary']}")
 
 
-def _command_line() -> str:
-    """The command as typed (program name shortened), for the head's provenance."""
+def _command_line(**opts: Any) -> str:
+    """The training command with every choice that shapes the head spelled out (the
+    defaults included), for its provenance."""
     import shlex
 
-    args = sys.argv[1:]
-    return "idwatch " + " ".join(shlex.quote(a) for a in args)
+    parts = ["idwatch", "detector", "train"]
+    for key, value in opts.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            parts.append(flag if value else "--no-" + key.replace("_", "-"))
+        elif value is not None:
+            parts += [flag, str(value)] if key != "manifest" else [str(value)]
+    return " ".join(shlex.quote(p) for p in parts)
 
 
 @detector_app.command("info")
