@@ -171,6 +171,11 @@ def main() -> None:
     ap.add_argument("--configs", default="", help="';'-separated labels (default: all)")
     ap.add_argument("--no-logo", action="store_true")
     ap.add_argument(
+        "--identity",
+        default="mobilefacenet",
+        help="embedder of the id.* / ref.* identity vectors (stage 1 stays MobileFaceNet)",
+    )
+    ap.add_argument(
         "--merge-family",
         action="append",
         default=[],
@@ -194,7 +199,11 @@ def main() -> None:
     backend.load()
     ds = DatasetFeatures(read_manifest(args.manifest), backend, args.cache)
     ds.detect_all()
-    ex = OfflineExtractor(backend, normaliser=Normaliser())
+    ident = backend
+    if args.identity != backend.name:
+        ident = make_face_backend(args.identity, None, None)
+        ident.load()
+    ex = OfflineExtractor(ident, normaliser=Normaliser())
     table = build_table(ds, ex, backend.match_threshold)
     for spec in args.merge_family:
         name, methods = spec.split("=", 1)
@@ -205,6 +214,7 @@ def main() -> None:
     report: dict[str, Any] = {
         "manifest": str(args.manifest),
         "face_backend": backend.name,
+        "identity": ident.name,
         "n_images": len(table),
         "n_real": int((table.y == 0).sum()),
         "n_fake": int(table.y.sum()),
