@@ -101,3 +101,83 @@ def test_train_sbi_only_records_data_terms_and_command(tmp_path, demo_set):
     assert rec["provenance"]["command"] == cmd and rec["preprocess"] == head.preprocess
     bad = runner.invoke(app, ["--data-dir", str(data), "detector", "info", str(tmp_path / "no")])
     assert bad.exit_code == 2
+
+    # Calibration on the demo set's 11 real photos with a face: the threshold moves,
+    # the weights stay, and the head says where its threshold came from.
+    def calibrate(reals, dest):
+        return runner.invoke(
+            app,
+            [
+                "--data-dir",
+                str(data),
+                "detector",
+                "calibrate",
+                str(out),
+                "--reals",
+                str(reals),
+                "--out",
+                str(dest),
+                "--face-backend",
+                "dlib",
+                "--target-real-accuracy",
+                "0.9",
+            ],
+        )
+
+    res = calibrate(demo_set / "manifest.csv", tmp_path / "c.json")
+    assert res.exit_code == 0, res.output
+    cal = Head.load(tmp_path / "c.json")
+    assert list(cal.weights) == list(head.weights)
+    assert cal.training["threshold_calibration"]["n_with_face"] == 11
+    shown = runner.invoke(
+        app, ["--data-dir", str(data), "detector", "info", str(tmp_path / "c.json")]
+    )
+    assert "threshold from" in shown.stdout and "11 real photos" in shown.stdout
+    # Too few real photos: refused with a reason, nothing written.
+    lines = (demo_set / "manifest.csv").read_text().splitlines()
+    few = tmp_path / "few.csv"
+    few.write_text(
+        "\n".join(
+            [lines[0], *[x.replace("uploads/", f"{demo_set}/uploads/", 1) for x in lines[1:4]]]
+        )
+        + "\n"
+    )
+    res = calibrate(few, tmp_path / "c2.json")
+    assert res.exit_code == 2 and "at least" in res.output, res.output
+    assert not (tmp_path / "c2.json").exists()
+
+
+def test_calibration_moves_the_threshold_to_the_given_reals_only():
+    import numpy as np
+
+    from core.evaluation.calibrate import recalibrated
+    from core.forensics.head import train_head
+
+    rng = np.random.default_rng(0)
+    n = 400
+    y = (rng.random(n) < 0.4).astype(int)
+    X = rng.normal(size=(n, 3))
+    X[:, 0] += 2.0 * y
+    X[:, 1] = (rng.random(n) < 0.5).astype(float)  # the ref gate: two strata
+    names = ["face.a", "ref.available", "ref.b"]
+    head = train_head(X, y, names, groups=np.arange(n) // 4)
+    assert head.calibration.get("strata")
+    # The operator's real photos score higher than the training reals did.
+    reals = rng.normal(size=(300, 3))
+    reals[:, 0] += 1.0
+    reals[:, 1] = (rng.random(300) < 0.5).astype(float)
+    assert np.mean(head.predict(reals)) > 0.2
+    new, report = recalibrated(head, reals, 0.9)
+    assert set(report) == {"0", "1"}
+    for gate in (0.0, 1.0):
+        sel = reals[:, 1] == gate
+        assert np.mean(~new.predict(reals[sel])) == pytest.approx(0.9, abs=0.02)
+    assert np.array_equal(new.weights, head.weights)  # the ranking is the head's own
+    s_old, s_new = head.predict_proba(reals), new.predict_proba(reals)
+    for gate in (0.0, 1.0):
+        sel = reals[:, 1] == gate
+        assert np.array_equal(np.argsort(s_old[sel]), np.argsort(s_new[sel]))
+    again = Head.from_dict(new.to_dict())  # still a valid head file
+    assert again.threshold == pytest.approx(new.threshold)
+    with pytest.raises(ValueError, match="at least"):
+        recalibrated(head, reals[:3], 0.9)

@@ -155,4 +155,15 @@ def describe(training: dict[str, Any], identity: str | None = None) -> list[tupl
     lines.append(("command", str(prov.get("command") or "not recorded")))
     lines.append(("date", str(prov.get("date") or training.get("date", "not recorded"))))
     lines.append(("terms", prov["terms"]["summary"]))
+    cal = training.get("threshold_calibration")
+    if cal:
+        reals = cal["reals"]
+        lines.append(
+            (
+                "threshold from",
+                f"{cal['n_with_face']} real photos of {reals['name']} ({reals['manifest']}), "
+                f"target real accuracy {cal['target_real_accuracy']:.2f}; their terms: "
+                + reals["terms"]["summary"],
+            )
+        )
     return lines + embedder

@@ -605,6 +605,52 @@ def _command_line(**opts: Any) -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
+@detector_app.command("calibrate")
+def calibrate_cmd(
+    head_path: Annotated[Path, typer.Argument(help="The head JSON to calibrate.")],
+    reals: Annotated[Path, typer.Option(help="Manifest of real photos (its fakes are ignored).")],
+    out_path: Annotated[Path, typer.Option("--out", help="Calibrated head JSON to write.")],
+    target_real_accuracy: Annotated[
+        float, typer.Option(min=0.5, max=0.999, help="Share of the real photos kept below.")
+    ] = 0.9,
+    face_backend: Annotated[
+        str | None, typer.Option(help="dlib | mobilefacenet | insightface.")
+    ] = None,
+    cache: Annotated[Path | None, typer.Option(help="Feature cache folder.")] = None,
+) -> None:
+    """Set HEAD's threshold on your own real photos (weights unchanged): TARGET of
+    them, per stratum with and without references, score below it."""
+    from core.errors import ModelUnavailable
+    from core.evaluation.calibrate import calibrate_head
+    from core.forensics.head import HeadFormatError
+
+    settings = _settings()
+    model_dir = settings.resolved_model_dir
+    if not reals.is_file():
+        console.print(f"[red]no such manifest: {reals}")
+        raise typer.Exit(2)
+    try:
+        backend = _backend(face_backend, model_dir)
+        scorer = make_scorer(str(head_path), backend, model_dir)
+        head = calibrate_head(
+            head_path,
+            reals,
+            out_path,
+            backend,
+            scorer.extractor,
+            target_real_accuracy,
+            cache or settings.data_dir / "eval-cache",
+        )
+    except (ModelUnavailable, HeadFormatError, ValueError) as exc:
+        console.print(f"[red]{exc}")
+        raise typer.Exit(2) from exc
+    cal = head.training["threshold_calibration"]
+    out.print(
+        f"wrote {out_path}: threshold {head.threshold:.3f} from {cal['n_with_face']} real "
+        f"photos with a face (target real accuracy {target_real_accuracy:.2f})"
+    )
+
+
 @detector_app.command("info")
 def info_cmd(
     head_path: Annotated[
