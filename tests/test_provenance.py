@@ -181,3 +181,29 @@ def test_calibration_moves_the_threshold_to_the_given_reals_only():
     assert again.threshold == pytest.approx(new.threshold)
     with pytest.raises(ValueError, match="at least"):
         recalibrated(head, reals[:3], 0.9)
+
+
+def test_the_permissive_head_may_ship_and_runs(demo_set):
+    import numpy as np
+    from PIL import Image
+
+    from core.faces.crops import loose_crop
+    from core.faces.dlib_backend import DlibFaceBackend
+    from core.forensics import features as F
+    from core.forensics.base import ForensicInput
+    from core.forensics.offline import PERMISSIVE_HEAD, OfflineDetector, head_identity
+
+    head = Head.load(PERMISSIVE_HEAD)
+    head.check_features(F.feature_names())
+    prov = head.training["provenance"]
+    assert prov["terms"]["permissive"] and not prov["terms"]["third_party_photos"]
+    assert head_identity(head) == "dlib" and head.preprocess.get("normalise")
+    assert "self-blended" in head.training["fakes"]
+    backend = DlibFaceBackend()
+    backend.load()
+    img = np.asarray(Image.open(demo_set / "uploads" / "person1.jpg").convert("RGB"))
+    [face] = backend.detect(img)
+    res = OfflineDetector(head_path=PERMISSIVE_HEAD, embedder=backend).score(
+        ForensicInput(image=img, face=face, face_crop=loose_crop(img, face))
+    )
+    assert 0.0 <= res.score <= 1.0

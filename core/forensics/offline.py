@@ -43,6 +43,11 @@ PACKAGED_HEADS = {
     "dlib": HEADS_DIR / "offline_v1.json",
 }
 PACKAGED_HEAD = PACKAGED_HEADS["dlib"]  # the head that needs nothing but pip packages
+# An option, never chosen automatically: trained only on public-domain portraits that
+# packages ship and their self-blended copies (core.demo.permissive, core.forensics.sbi),
+# with dlib's identity vectors, so its terms allow shipping it; its threshold is meant to
+# be set on the operator's own real photos (`idwatch detector calibrate`). README.
+PERMISSIVE_HEAD = HEADS_DIR / "offline_permissive_v1.json"
 
 
 def packaged_head(model_dir: Path | None = None, cache_dir: Path | None = None) -> Path:
