@@ -203,8 +203,8 @@ def main() -> None:
     ap.add_argument(
         "--configs",
         default="",
-        help="';'-separated labels (default: all; 'nested': the evidence set chosen per "
-        "training fold among NESTED)",
+        help="';'-separated labels (default: all; 'nested' / 'nested+sbi': the evidence "
+        "set chosen per training fold among NESTED, without / with self-blended rows)",
     )
     ap.add_argument("--no-logo", action="store_true")
     ap.add_argument(
@@ -263,8 +263,8 @@ def main() -> None:
         "configs": {},
     }
     for label in wanted:
-        nested = label == "nested"
-        sources, mode = (ALL, "") if nested else CONFIGS[label]
+        nested = label.startswith("nested")
+        sources, mode = (ALL, "add" if label == "nested+sbi" else "") if nested else CONFIGS[label]
         sub = restrict(table, sources)
         sbi_sub = restrict(sbi_rows, sources)
         rec: dict[str, Any] = {"sources": list(sources), "sbi": mode, "n_features": len(sub.names)}
