@@ -9,6 +9,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from core.demo.dataset import load_references
+from core.demo.splice import DEMO_EDITS
 from workers.cli import app
 
 runner = CliRunner()
@@ -98,9 +99,10 @@ def test_demo_main_job(tmp_path):
     res = _json(_run(tmp_path / "unused", "demo", "--workdir", str(work), "--json"))
     r = res["result"]
     assert set(r["registered"]) == {"Eileen Collins", "Tom Hanks"}
-    # 20 images and the video with a face-swapped segment.
-    assert r["summary"]["scanned"] == 21 and r["summary"]["failed"] == 0
-    assert r["fakes"] == 9 and r["reals"] == 6
+    # 20 images, the identity-preserving edits and the video with a face-swapped segment.
+    n_edits = len(DEMO_EDITS)
+    assert r["summary"]["scanned"] == 21 + n_edits and r["summary"]["failed"] == 0
+    assert r["fakes"] == 9 + n_edits and r["reals"] == 6
     [video] = r["videos"]
     [alert] = [a for a in res["alerts"] if a["frame_time_s"] is not None]
     assert alert["upload"] == video["path"] and alert["identity"] == video["identity"]

@@ -19,6 +19,7 @@ from core.demo.dataset import (
     load_references,
 )
 from core.demo.faceswap import swap_face
+from core.demo.splice import DEMO_EDITS
 from core.faces.dlib_backend import DlibFaceBackend
 
 FACES_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces-dev"
@@ -67,7 +68,7 @@ def t1_faces(backend):
 
 def test_manifest_parses_and_files_decode(demo):
     rows = load_manifest(demo / "manifest.csv")
-    assert 15 <= len(rows) <= 25
+    assert 15 <= len(rows) <= 30
     assert len({r.path for r in rows}) == len(rows)
     for row in rows:
         assert row.path.is_absolute() and row.path.is_file(), row.path
@@ -83,10 +84,16 @@ def test_manifest_parses_and_files_decode(demo):
 
 def test_counts_per_label_and_identity(demo):
     rows = load_manifest(demo / "manifest.csv")
-    fakes = [r for r in rows if r.label == "fake"]
+    fakes = [r for r in rows if r.label == "fake" and r.method == "faceswap"]
+    edits = [r for r in rows if r.label == "fake" and r.method != "faceswap"]
     real = [r for r in rows if r.label == "real"]
     assert len(fakes) == len(FAKE_PLAN)
-    assert all(r.method == "faceswap" and len(r.identities) == 1 for r in fakes)
+    assert all(len(r.identities) == 1 for r in fakes + edits)
+    # The identity-preserving family (core.demo.splice), one row per planned edit.
+    assert sorted(r.path.relative_to(demo).as_posix() for r in edits) == sorted(
+        p for p, _, _ in DEMO_EDITS
+    )
+    assert {r.method for r in edits} == {"splice", "inpaint"}
     assert all(r.method == "original" for r in real)
     for identity in PROTECTED:
         assert sum(identity in r.identities for r in fakes) >= 3
@@ -123,6 +130,18 @@ def test_fakes_carry_the_impersonated_identity(demo, backend, reference_vectors,
         assert to_ref > to_target, (fake["path"], to_ref, to_target)
         # Close enough that the system will treat it as the protected person.
         assert to_ref >= backend.match_threshold, (fake["path"], to_ref)
+
+
+def test_edits_keep_the_authentic_face(demo, backend, reference_vectors):
+    """Splices and inpaintings show the person's own face: stage 1 claims them for
+    her at about the similarity of her authentic copies."""
+    edits = [r for r in load_manifest(demo / "manifest.csv") if r.method in ("splice", "inpaint")]
+    assert edits
+    for row in edits:
+        faces, emb = _embed_all(backend, row.path)
+        assert faces, row.path.name
+        sims = emb @ reference_vectors[row.identities[0]]
+        assert float(sims.max()) >= 0.97, (row.path.name, sims)
 
 
 def test_image_without_face(demo, backend):

@@ -304,3 +304,40 @@ def test_mobilefacenet_head_without_the_model_is_a_clear_error(tmp_path, monkeyp
     det = OfflineDetector(model_dir=tmp_path / "models", head_path=PACKAGED_HEADS["mobilefacenet"])
     with pytest.raises(ModelUnavailable, match="mobilefacenet"):
         det.load()
+
+
+def test_a_normalising_head_is_applied_at_use_as_in_training(demo_inputs, backend, tmp_path):
+    """A head trained on normalised pixels records it (preprocess.normalise); the
+    detector then normalises the upload and its references exactly as training did
+    (core.evaluation.dataset_features), so the features are the same numbers."""
+    from core.evaluation.dataset_features import OfflineExtractor
+    from core.forensics.normalise import Normaliser
+
+    norm = Normaliser()
+    head = Head.load(PACKAGED_HEAD)
+    head.preprocess = {"normalise": norm.to_dict()}
+    path = tmp_path / "normalised.json"
+    head.save(path)
+    assert Head.load(path).preprocess == {"normalise": norm.to_dict()}
+
+    astro = demo_inputs["astronaut"]
+    mirrored = np.ascontiguousarray(astro.image[:, ::-1])
+    [rface] = backend.detect(mirrored)
+    ref = ReferenceView(mirrored, rface, loose_crop(mirrored, rface))
+    inp = ForensicInput(**{**astro.__dict__, "references": [ref]})
+    at_use = OfflineDetector(head_path=path, embedder=backend).features(inp)
+
+    ex = OfflineExtractor(backend, normaliser=norm)
+
+    def entry(img, face):
+        rgb, mapped = norm.apply(img, face)
+        return ex.entry(rgb, mapped, {}, None)
+
+    in_training = ex.features(entry(astro.image, astro.face), [entry(mirrored, rface)])
+    assert set(at_use) == set(in_training)
+    bad = {k for k in at_use if not math.isclose(at_use[k], in_training[k], abs_tol=1e-6)}
+    assert not bad, sorted(bad)[:8]
+    # The hook is on: the packaged (format-blind q90) head sees other numbers.
+    q90 = OfflineDetector(head_path=PACKAGED_HEAD, embedder=backend).features(inp)
+    assert q90["face.noise"] != pytest.approx(at_use["face.noise"], abs=1e-6)
+    assert 0.0 <= OfflineDetector(head_path=path, embedder=backend).score(inp).score <= 1.0

@@ -15,6 +15,8 @@ CSV's folder, as in ``faces-dev``)::
       references/*.png      the registration photos
       manifest.csv          the uploads to scan (path,label,identity,method,source,licence,notes)
       uploads/*             authentic copies, other people, fakes, one image with no face
+      edits/*               identity-preserving fakes: authentic face, spliced or inpainted
+                            scene (core.demo.splice)
       fakes.json            for each fake: the t1 face it was pasted on (index and box)
 
 Fakes are made with :func:`core.demo.faceswap.swap_face` (classic FaceSwap). Their
@@ -36,6 +38,7 @@ import cv2
 import numpy as np
 
 from core.demo.faceswap import swap_face
+from core.demo.splice import demo_edits
 from core.faces.base import DetectedFace, FaceBackend
 
 EILEEN = "Eileen Collins"
@@ -247,15 +250,23 @@ class _SetWriter:
         *,
         jpeg: int | None = None,
         fake: bool = False,
+        method: str | None = None,
     ) -> None:
         _write(self.root / name, rgb, jpeg)
-        self.row(name, identity, src, notes, fake=fake)
+        self.row(name, identity, src, notes, fake=fake, method=method)
 
     def row(
-        self, name: str, identity: str, src: tuple[str, str], notes: str, *, fake: bool = False
+        self,
+        name: str,
+        identity: str,
+        src: tuple[str, str],
+        notes: str,
+        *,
+        fake: bool = False,
+        method: str | None = None,
     ) -> None:
-        label, method = ("fake", "faceswap") if fake else ("real", "original")
-        values = (name, label, identity, method, *src, notes)
+        label, default = ("fake", "faceswap") if fake else ("real", "original")
+        values = (name, label, identity, method or default, *src, notes)
         self.rows.append(dict(zip(MANIFEST_COLUMNS, values, strict=True)))
 
     def write_csv(self, name: str) -> Path:
@@ -413,6 +424,14 @@ def build_demo_set(out_dir: Path, seed: int = 0, backend: FaceBackend | None = N
         fakes.append(
             dict(path=name, identity=identity, target_face=idx, target_box=box, placement=placement)
         )
+
+    # Identity-preserving fakes: her authentic face, a scene that is not hers
+    # (core.demo.splice; in edits/, so the uploads folder keeps its 20 files).
+    for edit in demo_edits(eileen, _pts68(ast_face), t1, [_pts68(f) for f in t1_faces]):
+        src = (f"{_ASTRONAUT[0]} + {_T1[0]}", f"{_INSIGHTFACE_LIC}; made by core.demo.splice")
+        if edit.method == "inpaint":
+            src = (_ASTRONAUT[0], f"{_ASTRONAUT[1]}; made by core.demo.splice")
+        up.add(edit.path, edit.image, EILEEN, src, edit.notes, fake=True, method=edit.method)
 
     # No face at all: the "nothing to check" path.
     from skimage import data

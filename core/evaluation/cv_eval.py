@@ -71,8 +71,14 @@ def run_cv(
     cache_dir: Path | None = None,
     progress: StageProgress | None = None,
     dataset: DatasetFeatures | None = None,
+    sbi: int = 0,
+    sbi_only: bool = False,
 ) -> tuple[dict[str, Any], RowTable]:
-    """The honest report and the row table it was computed on (for plots)."""
+    """The honest report and the row table it was computed on (for plots).
+
+    ``sbi``: self-blended copies of each real image added to every fold's training
+    rows as fakes (core.evaluation.self_blended; only copies of the fold's own real
+    images); ``sbi_only``: they are the only fakes a fold's head sees."""
     t0 = time.perf_counter()
     thr = backend.match_threshold if match_threshold is None else float(match_threshold)
     ds = dataset
@@ -83,6 +89,18 @@ def run_cv(
         ds, extractor, thr, (lambda d, n, _w: progress("features", d, n)) if progress else None
     )
     fit = selecting_fitter(candidates, target_real_accuracy)
+    n_sbi = 0
+    if sbi > 0 or sbi_only:
+        from core.evaluation.self_blended import sbi_features, sbi_table, with_sbi
+
+        feats = sbi_features(
+            ds,
+            extractor,
+            max(sbi, 1),
+            progress=(lambda d, n, _w: progress("self-blended", d, n)) if progress else None,
+        )
+        n_sbi = len(feats)
+        fit = with_sbi(fit, sbi_table(table, feats), only=sbi_only)
 
     def fold_queries(model: FittedModel, test_idx: np.ndarray) -> list[dict[str, Any]]:
         return retrieval(ds, HeadScorer(extractor, model.head), thr, idx=test_idx)[0]
@@ -158,6 +176,13 @@ def run_cv(
             "preprocess": pre,
             "stage1_threshold": f"{thr} (fixed, not fitted)",
             "references": "leave-one-out: the other real photos of the labelled identity",
+            "self_blended": {
+                "per_image": max(sbi, 1) if n_sbi else 0,
+                "rows": n_sbi,
+                "only": bool(sbi_only),
+                "note": "copies of each training fold's own real images, labelled fake"
+                + ("; the fold's real fakes are not trained on" if sbi_only else ""),
+            },
         },
         "same_identity": {
             "auc_mean_over_identities": pooled["same_identity_auc"],

@@ -68,6 +68,15 @@ def identity_groups(rows: Sequence[ManifestRow]) -> np.ndarray:
     return np.array([find(k) for k in keys])
 
 
+def donor_of(row: ManifestRow) -> Path | None:
+    """The photo a fake was made from, when its notes name it (``donor=PATH``)."""
+    for part in (row.notes or "").split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == "donor" and value:
+            return Path(value).resolve()
+    return None
+
+
 def pseudo_face(rgb: np.ndarray) -> DetectedFace:
     """Stand-in when no face is found: a central box with textbook landmarks (used by
     the research script only; the evaluation protocol counts such images as misses)."""
@@ -444,16 +453,19 @@ class DatasetFeatures:
     def loo_pair(self, i: int) -> tuple[int | None, list[tuple[int, int]], str | None]:
         """Leave-one-out setting of image ``i`` (the research script's): its face of
         interest, and as references the other real photos of its labelled identity
-        (the first identity that has any), each with its own face of interest."""
+        (the first identity that has any), each with its own face of interest. A fake
+        made from one of those photos (``donor=PATH`` in its notes, as
+        scripts/make_edit_set.py writes) never gets that photo as a reference."""
         r = self.rows[i]
         name = next(
             (n for n in r.identities if any(j != i for j in self.real_by_name.get(n, []))), None
         )
         k, _ = self.best_face(i, name or (r.identities[0] if r.identities else None))
         refs = []
+        donor = donor_of(r)
         if name:
             for j in self.real_by_name[name]:
-                if j == i:
+                if j == i or self.rows[j].path == donor:
                     continue
                 kj, _ = self.best_face(j, name)
                 if kj is not None:

@@ -28,6 +28,7 @@ from core.evaluation.protocol import detection_metrics
 from core.faces.base import FaceBackend
 from core.forensics import features as F
 from core.forensics.head import Head, train_head
+from core.forensics.provenance import dataset_record, provenance
 
 DEFAULT_GROUPS = ("face", "image", "ref")
 
@@ -114,16 +115,19 @@ def grouped_cv(
     seed: int = 0,
     target: float = 0.9,
     report_rows: np.ndarray | None = None,
+    trainable: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Grouped K-fold estimate: each fold's head is trained (with its own inner CV for
     C, calibration and threshold) without the test fold's people and source figures
-    (``groups``: core.evaluation.grouping.leakage_groups).
-    Metrics are over ``report_rows`` (a mask; default every row)."""
+    (``groups``: core.evaluation.grouping.leakage_groups), on its ``trainable`` rows
+    (a mask; default every row). Metrics are over ``report_rows`` (default every row)."""
     from sklearn.model_selection import StratifiedGroupKFold
 
     score = np.zeros(len(y))
     pred = np.zeros(len(y), bool)
+    ok = np.ones(len(y), bool) if trainable is None else np.asarray(trainable, bool)
     for tr, te in StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(X, y, groups):
+        tr = tr[ok[tr]]
         head = train_head(
             X[tr], y[tr], list(names), groups=groups[tr], seed=seed, target_real_accuracy=target
         )
@@ -153,6 +157,9 @@ def train_detector(
     match_threshold: float | None = None,
     query_pair_ratio: float | None = None,
     extra_rows: ExtraRows | None = None,
+    sbi: int = 0,
+    sbi_only: bool = False,
+    command: str | None = None,
 ) -> Head:
     """Fit and save a head for ``extractor`` on ``manifest``; returns it.
 
@@ -169,6 +176,18 @@ def train_detector(
     names = select_names(extractor.feature_names(), groups)
     X, y, grp, methods, keep = training_matrix(ds, extractor, names, progress)
     n_loo = len(y)
+    n_sbi = 0
+    if sbi > 0 or sbi_only:
+        from core.evaluation.self_blended import SBI_METHOD, sbi_features
+
+        feats = sbi_features(ds, extractor, max(sbi, 1), progress=progress)
+        n_sbi = len(feats)
+        all_groups = leakage_groups(ds.rows)
+        if n_sbi:
+            X = np.vstack([X, [[f[n] for n in names] for _, f, _ in feats]])
+            y = np.concatenate([y, np.ones(n_sbi, int)])
+            grp = np.concatenate([grp, all_groups[[i for i, _, _ in feats]]])
+            methods = np.concatenate([methods, [SBI_METHOD] * n_sbi])
     if query_pairs:
         thr = backend.match_threshold if match_threshold is None else match_threshold
         Xp, yp, gp, mp = query_pair_matrix(ds, extractor, names, thr)
@@ -185,7 +204,10 @@ def train_detector(
         if n_extra:
             X, y = np.vstack([X, Xe]), np.concatenate([y, ye])
             grp, methods = np.concatenate([grp, ge]), np.concatenate([methods, me])
-    if len(set(y.tolist())) < 2:
+    # sbi_only: no fake but the self-blended ones is trained on (the manifest's are
+    # scored in the CV estimate).
+    trainable = (y == 0) | (methods == "sbi") if sbi_only else np.ones(len(y), bool)
+    if len(set(y[trainable].tolist())) < 2:
         raise ValueError("training needs real and fake images with a detected face")
     cv = (
         grouped_cv(
@@ -198,6 +220,7 @@ def train_detector(
             seed,
             target_real_accuracy,
             report_rows=np.arange(len(y)) < n_loo,
+            trainable=trainable,
         )
         if cv_folds >= 2 and len(set(grp.tolist())) >= cv_folds
         else None
@@ -207,19 +230,24 @@ def train_detector(
     for n in names:
         layout[F.group_of(n)] = layout.get(F.group_of(n), 0) + 1
     head = train_head(
-        X,
-        y,
+        X[trainable],
+        y[trainable],
         names,
-        groups=grp,
+        groups=grp[trainable],
         target_real_accuracy=target_real_accuracy,
         seed=seed,
         training={
             "manifest": str(Path(manifest).resolve()),
-            "n": int(len(y)),
+            "n": int(trainable.sum()),
             "n_leave_one_out_rows": int(n_loo),
-            "n_query_pair_rows": int(len(y) - n_loo - n_extra),
+            "n_query_pair_rows": int(len(y) - n_loo - n_extra - n_sbi),
             "n_extra_rows": int(n_extra),
-            "n_fake": int(y.sum()),
+            "n_self_blended_rows": int(n_sbi),
+            "fakes": "self-blended copies of the real images only (core.forensics.sbi)"
+            if sbi_only
+            else "the manifest's fakes"
+            + (" + self-blended copies of its real images" if n_sbi else ""),
+            "n_fake": int(y[trainable].sum()),
             "n_without_face": int(len(rows) - len(keep)),
             "n_leakage_groups": n_groups,
             "groups": list(groups),
@@ -235,6 +263,11 @@ def train_detector(
             "grouped (identity + source figure) out-of-fold scores",
             "metrics": {f"identity_figure_grouped_{cv_folds}fold": cv},
             "feature_seconds_per_image": ds.timing_per_image(),
+            "provenance": provenance(
+                [dataset_record(manifest, rows)],
+                command,
+                {"self_blended": n_sbi} if n_sbi else None,
+            ),
         },
     )
     head.detector = extractor.name

@@ -29,10 +29,11 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import ModelUnavailable
-from core.faces.crops import loose_crop
+from core.faces.base import DetectedFace
 from core.forensics import features as F
 from core.forensics.base import ForensicInput, ForensicResult, ForgeryDetector, ReferenceView
 from core.forensics.head import Head
+from core.forensics.normalise import prepare_view
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,11 @@ PACKAGED_HEADS = {
     "dlib": HEADS_DIR / "offline_v1.json",
 }
 PACKAGED_HEAD = PACKAGED_HEADS["dlib"]  # the head that needs nothing but pip packages
+# An option, never chosen automatically: trained only on public-domain portraits that
+# packages ship and their self-blended copies (core.demo.permissive, core.forensics.sbi),
+# with dlib's identity vectors, so its terms allow shipping it; its threshold is meant to
+# be set on the operator's own real photos (`idwatch detector calibrate`). README.
+PERMISSIVE_HEAD = HEADS_DIR / "offline_permissive_v1.json"
 
 
 def packaged_head(model_dir: Path | None = None, cache_dir: Path | None = None) -> Path:
@@ -140,14 +146,18 @@ class OfflineDetector(ForgeryDetector):
                 # identity features then use the input's embeddings
                 log.warning("offline detector without dlib identity features: %s", exc)
 
-    def _prepare(self, image: np.ndarray, face, crop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Apply the head's preprocessing: a head trained on format-blind copies sees
-        every image re-encoded the same way, whatever container it came in."""
-        q = self.head.preprocess.get("reencode_jpeg_quality") if self.head else None
-        if not q:
-            return image, crop
-        image = F.reencode_jpeg(image, int(q))
-        return image, loose_crop(image, face, crop.shape[0])
+    def _prepare(
+        self, image: np.ndarray, face: DetectedFace, crop: np.ndarray
+    ) -> tuple[np.ndarray, DetectedFace, np.ndarray]:
+        """Apply the head's preprocessing, as its training did (its ``preprocess``):
+        the normalisation (random crop offset, down-scale, JPEG quality, all seeded by
+        the pixels, face mapped along; core.forensics.normalise), the older format-blind
+        re-encode, or nothing. A head trained on normalised pixels must see normalised
+        uploads and references, or its features mean something else."""
+        pre = self.head.preprocess if self.head else {}
+        if not (pre.get("normalise") or pre.get("reencode_jpeg_quality")):
+            return image, face, crop
+        return prepare_view(image, face, pre, crop.shape[0])
 
     def _ref_profile(self, ref: ReferenceView) -> F.FaceProfile:
         # References of a protected person recur across uploads; profile each once.
@@ -156,8 +166,8 @@ class OfflineDetector(ForgeryDetector):
         key = h.hexdigest()
         prof = self._ref_cache.get(key)
         if prof is None:
-            image, crop = self._prepare(ref.image, ref.face, ref.face_crop)
-            prof = F.face_profile(crop, ref.face, ref.embedding, self._embedder, image=image)
+            image, face, crop = self._prepare(ref.image, ref.face, ref.face_crop)
+            prof = F.face_profile(crop, face, ref.embedding, self._embedder, image=image)
             self._ref_cache[key] = prof
             if len(self._ref_cache) > _REF_CACHE_SIZE:
                 self._ref_cache.popitem(last=False)
@@ -169,9 +179,9 @@ class OfflineDetector(ForgeryDetector):
         self.load()
         refs = [self._ref_profile(r) for r in inp.references]
         inp = bounded(inp)
-        image, crop = self._prepare(inp.image, inp.face, inp.face_crop)
+        image, face, crop = self._prepare(inp.image, inp.face, inp.face_crop)
         if image is not inp.image:
-            inp = dataclasses.replace(inp, image=image, face_crop=crop)
+            inp = dataclasses.replace(inp, image=image, face=face, face_crop=crop)
         return F.extract_features(inp, self._embedder, refs)
 
     def _score(self, inp: ForensicInput) -> ForensicResult:

@@ -282,6 +282,22 @@ def eval_cmd(
         Path | None,
         typer.Option(help="Write ROC, histograms, t-SNE maps and index.html into DIR."),
     ] = None,
+    sbi: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=8,
+            help="--cv: add N self-blended copies of each training fold's real images as "
+            "fakes (core.forensics.sbi).",
+        ),
+    ] = 0,
+    sbi_only: Annotated[
+        bool,
+        typer.Option(
+            help="--cv: train every fold on real images and their self-blended copies "
+            "only (no real fake is ever trained on)."
+        ),
+    ] = False,
     allow_random_backbone: Annotated[
         bool, typer.Option(hidden=True, help="Tests only: random CLIP weights.")
     ] = False,
@@ -297,8 +313,8 @@ def eval_cmd(
         raise typer.Exit(2)
     if cv not in (None, "grouped", "identity"):
         raise typer.BadParameter("--cv must be grouped or identity")
-    if cv is None and (logo or groups):
-        raise typer.BadParameter("--logo and --groups need --cv")
+    if cv is None and (logo or groups or sbi or sbi_only):
+        raise typer.BadParameter("--logo, --groups, --sbi and --sbi-only need --cv")
     from core.errors import ModelUnavailable
     from core.forensics.head import HeadFormatError
 
@@ -332,6 +348,8 @@ def eval_cmd(
                 thr,
                 detector,
                 cb,
+                sbi,
+                sbi_only,
             )
             chosen = report["feature_groups_chosen"]
             tsne_groups = max(chosen, key=chosen.get) if chosen else None
@@ -374,6 +392,8 @@ def _run_cv(
     thr,
     detector,
     cb,
+    sbi=0,
+    sbi_only=False,
 ):
     from core.evaluation.cv_eval import run_cv
     from core.evaluation.dataset_features import OfflineExtractor
@@ -403,6 +423,8 @@ def _run_cv(
         match_threshold=thr,
         progress=cb,
         dataset=ds,
+        sbi=sbi,
+        sbi_only=sbi_only,
     )
 
 
@@ -470,8 +492,25 @@ def train_cmd(
     feedback_wrong_person: Annotated[
         str, typer.Option(help="wrong_person reviews: exclude | real (look-alike).")
     ] = "exclude",
+    sbi: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=8,
+            help="Also train on N self-blended copies of every real image as fakes "
+            "(Self-Blended Images; core.forensics.sbi).",
+        ),
+    ] = 0,
+    sbi_only: Annotated[
+        bool,
+        typer.Option(
+            help="Train on the real images and their self-blended copies only: the "
+            "manifest's fakes are never trained on (only scored in the CV estimate)."
+        ),
+    ] = False,
 ) -> None:
-    """Fit the stage-2 head on MANIFEST and write a versioned head file."""
+    """Fit the stage-2 head on MANIFEST and write a versioned head file (it records
+    the data, the command and the data's terms: see `idwatch detector info`)."""
     from core.evaluation.dataset_features import OfflineExtractor
     from core.evaluation.train import train_detector
 
@@ -517,6 +556,24 @@ def train_cmd(
             cache_dir=cache or settings.data_dir / "eval-cache",
             progress=lambda d, n, _w: prog.update(task, completed=d, total=n),
             extra_rows=_feedback(manifest, ex, feedback_wrong_person) if feedback else None,
+            sbi=sbi,
+            sbi_only=sbi_only,
+            command=_command_line(
+                manifest=manifest,
+                out=out_path,
+                backbone=backbone,
+                groups=groups,
+                format_blind=format_blind,
+                normalise=normalise,
+                target_real_accuracy=target_real_accuracy,
+                query_pairs=query_pairs,
+                query_pair_ratio=query_pair_ratio,
+                face_backend=backend.name,
+                identity=getattr(getattr(ex, "embedder", None), "name", None),
+                feedback=feedback,
+                sbi=sbi,
+                sbi_only=sbi_only,
+            ),
         )
     if feedback:
         out.print(f"feedback rows (reviewed alerts): {head.training['n_extra_rows']}")
@@ -530,6 +587,125 @@ def train_cmd(
             "identity+figure-grouped CV: "
             + ", ".join(f"{k}={_f(cv[k])}" for k in ("real_acc", "fake_acc", "avg_acc", "auc"))
         )
+    out.print(f"terms: {head.training['provenance']['terms']['summary']}")
+
+
+def _command_line(**opts: Any) -> str:
+    """The training command with every choice that shapes the head spelled out (the
+    defaults included), for its provenance."""
+    import shlex
+
+    parts = ["idwatch", "detector", "train"]
+    for key, value in opts.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            parts.append(flag if value else "--no-" + key.replace("_", "-"))
+        elif value is not None:
+            parts += [flag, str(value)] if key != "manifest" else [str(value)]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+@detector_app.command("calibrate")
+def calibrate_cmd(
+    head_path: Annotated[Path, typer.Argument(help="The head JSON to calibrate.")],
+    reals: Annotated[Path, typer.Option(help="Manifest of real photos (its fakes are ignored).")],
+    out_path: Annotated[Path, typer.Option("--out", help="Calibrated head JSON to write.")],
+    target_real_accuracy: Annotated[
+        float, typer.Option(min=0.5, max=0.999, help="Share of the real photos kept below.")
+    ] = 0.9,
+    face_backend: Annotated[
+        str | None, typer.Option(help="dlib | mobilefacenet | insightface.")
+    ] = None,
+    cache: Annotated[Path | None, typer.Option(help="Feature cache folder.")] = None,
+) -> None:
+    """Set HEAD's threshold on your own real photos (weights unchanged): TARGET of
+    them, per stratum with and without references, score below it."""
+    from core.errors import ModelUnavailable
+    from core.evaluation.calibrate import calibrate_head
+    from core.forensics.head import HeadFormatError
+
+    settings = _settings()
+    model_dir = settings.resolved_model_dir
+    if not reals.is_file():
+        console.print(f"[red]no such manifest: {reals}")
+        raise typer.Exit(2)
+    try:
+        backend = _backend(face_backend, model_dir)
+        scorer = make_scorer(str(head_path), backend, model_dir)
+        head = calibrate_head(
+            head_path,
+            reals,
+            out_path,
+            backend,
+            scorer.extractor,
+            target_real_accuracy,
+            cache or settings.data_dir / "eval-cache",
+        )
+    except (ModelUnavailable, HeadFormatError, ValueError) as exc:
+        console.print(f"[red]{exc}")
+        raise typer.Exit(2) from exc
+    cal = head.training["threshold_calibration"]
+    out.print(
+        f"wrote {out_path}: threshold {head.threshold:.3f} from {cal['n_with_face']} real "
+        f"photos with a face (target real accuracy {target_real_accuracy:.2f})"
+    )
+
+
+@detector_app.command("info")
+def info_cmd(
+    head_path: Annotated[
+        Path | None,
+        typer.Argument(help="A head JSON (default: the head the offline detector uses here)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the head's record.")] = False,
+) -> None:
+    """What a head is: detector, embedder, features, preprocessing, threshold, what it
+    was trained on and under which terms (provenance)."""
+    from core.forensics.head import Head, HeadFormatError
+    from core.forensics.offline import head_identity, packaged_head
+    from core.forensics.provenance import EMBEDDER_TERMS, describe
+
+    settings = _settings()
+    path = (
+        head_path
+        or settings.detector_path
+        or packaged_head(settings.resolved_model_dir, settings.model_cache_dir)
+    )
+    try:
+        head = Head.load(path)
+    except (OSError, HeadFormatError) as exc:
+        console.print(f"[red]{exc}")
+        raise typer.Exit(2) from exc
+    training = head.training
+    if as_json:
+        rec = {
+            "path": str(path),
+            "detector": head.detector,
+            "identity": head_identity(head),
+            "features": len(head.feature_names),
+            "feature_layout": head.feature_layout,
+            "preprocess": head.preprocess,
+            "threshold": head.threshold,
+            "provenance": training.get("provenance"),
+            "embedder_terms": EMBEDDER_TERMS.get(head_identity(head)),
+            "metrics": training.get("metrics"),
+        }
+        out.print_json(json.dumps(rec, default=float))
+        return
+    t = Table(title=f"head {path}", show_header=False)
+    t.add_column("", style="bold")
+    t.add_column("")
+    groups = ", ".join(f"{g} {n}" for g, n in sorted(head.feature_layout.items()))
+    for label, text in [
+        ("detector", f"{head.detector} (identity vectors: {head_identity(head)})"),
+        ("features", f"{len(head.feature_names)} ({groups or 'layout not recorded'})"),
+        ("preprocess", json.dumps(head.preprocess) if head.preprocess else "none"),
+        ("threshold", f"{head.threshold:.3f}"),
+        ("fakes", str(training.get("fakes", "the manifest's fakes"))),
+        *describe(training, head_identity(head)),
+    ]:
+        t.add_row(label, text)
+    out.print(t)
 
 
 def _feedback(manifest: Path, ex, wrong_person: str):
