@@ -16,11 +16,10 @@ from sqlalchemy import delete, select, update
 
 from core.errors import Rejected
 from core.faces.base import DetectedFace
-from core.faces.crops import loose_crop
-from core.faces.quality import face_quality
 from core.flow import Split
 from core.intake import DecodedImage
 from core.pipeline import video_stages
+from core.pipeline.face_rows import face_row, keep_faces
 from core.pipeline.status import NON_TERMINAL, load_upload, mark_rejected, reached
 from core.services import Services
 from core.storage.models import Face, Upload, UploadStatus
@@ -67,32 +66,8 @@ def crop(svc: Services, upload_id: int) -> list[int] | Split:
     backend = svc.face_backend
     st = svc.settings
     found = backend.detect(img.pixels)
-    big = [f for f in found if min(f.width, f.height) >= st.min_face_px]
-    notes = []
-    if len(big) < len(found):
-        notes.append(f"{len(found) - len(big)} face(s) under {st.min_face_px} px ignored")
-    if len(big) > st.max_faces_per_image:
-        notes.append(f"kept the {st.max_faces_per_image} largest of {len(big)} faces")
-        big = sorted(big, key=lambda f: -f.area)[: st.max_faces_per_image]
-        big.sort(key=lambda f: (f.box[0], f.box[1]))
-
-    rows = []
-    for idx, face in enumerate(big):
-        chip = backend.align(img.pixels, face)
-        base = f"crops/{upload_id}/{idx}"
-        rows.append(
-            dict(
-                idx=idx,
-                box=[float(v) for v in face.box],
-                landmarks=np.asarray(face.landmarks).round(2).tolist(),
-                extra=face.extra or None,
-                det_score=float(face.score),
-                quality=face_quality(face, chip),
-                chip_path=svc.files.put_png(f"{base}_chip.png", chip),
-                crop_path=svc.files.put_png(f"{base}_crop.png", loose_crop(img.pixels, face)),
-                face_backend=backend.name,
-            )
-        )
+    big, notes = keep_faces(found, st)
+    rows = [face_row(svc, backend, img.pixels, face, upload_id, i) for i, face in enumerate(big)]
     with svc.db.session() as s:
         # Claimed by the write itself: a crop of the same upload running at the same
         # moment (a redelivered task) waits here for this transaction, then finds the

@@ -46,10 +46,9 @@ from sqlalchemy.exc import IntegrityError
 
 from core.errors import Rejected
 from core.faces.base import DetectedFace
-from core.faces.crops import loose_crop
-from core.faces.quality import face_quality
 from core.flow import Split
 from core.forensics.base import ReferenceView
+from core.pipeline.face_rows import face_row, keep_faces
 from core.pipeline.status import mark_failed, mark_rejected, reached
 from core.services import Services
 from core.storage.models import Face, Upload, UploadStatus, VideoSegment
@@ -236,27 +235,17 @@ def _faces_of_segment(
         cut = frame.reason == "scene"
         if cut:
             cuts.append(round(frame.time_s, 4))
-        found = [
-            f for f in backend.detect(frame.pixels) if min(f.width, f.height) >= st.min_face_px
-        ]
-        if len(found) > st.max_faces_per_image:
-            found = sorted(found, key=lambda f: -f.area)[: st.max_faces_per_image]
-            found.sort(key=lambda f: (f.box[0], f.box[1]))
+        found, _notes = keep_faces(backend.detect(frame.pixels), st)
         for face in found:
             idx = seg.idx * SEGMENT_IDX_STRIDE + len(rows)
-            chip = backend.align(frame.pixels, face)
-            base = f"crops/{up.id}/{idx}"
             rows.append(
-                dict(
-                    idx=idx,
-                    box=[float(v) for v in face.box],
-                    landmarks=np.asarray(face.landmarks).round(2).tolist(),
-                    extra=face.extra or None,
-                    det_score=float(face.score),
-                    quality=face_quality(face, chip),
-                    chip_path=svc.files.put_png(f"{base}_chip.png", chip),
-                    crop_path=svc.files.put_png(f"{base}_crop.png", loose_crop(frame.pixels, face)),
-                    face_backend=backend.name,
+                face_row(
+                    svc,
+                    backend,
+                    frame.pixels,
+                    face,
+                    up.id,
+                    idx,
                     frame_time_s=float(frame.time_s),
                     segment=seg.idx,
                     scene_cut=cut,
