@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
 import numpy as np
@@ -130,6 +131,18 @@ class WebhookReceiver:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def wait_until(pred, timeout: float, what: str, interval: float = 0.5):
+    """Poll ``pred`` until it returns something truthy (returned) or ``timeout`` seconds
+    pass (AssertionError naming ``what``): the distributed tests' one way to wait."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def not_terminal(engine) -> int:

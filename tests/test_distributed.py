@@ -23,6 +23,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from benchmarks.common import WebhookReceiver, duplicate_alerts, free_port, idwatch, unique_bytes
+from benchmarks.common import wait_until as _wait
 from core.demo.dataset import load_manifest, load_references
 from core.flow import FLOW
 from core.settings import Settings
@@ -33,16 +34,6 @@ REDIS_DB = 11
 SECRET = "test-webhook-secret"
 API_KEY = "test-api-key"
 TERMINAL = ("done", "rejected", "failed")
-
-
-def _wait(pred, timeout: float, what: str, interval: float = 0.5):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from benchmarks.common import WebhookReceiver, free_port, idwatch
+from benchmarks.common import wait_until as _wait
 from core.demo.dataset import load_manifest, load_references
 
 pytestmark = [pytest.mark.postgres, pytest.mark.distributed]
@@ -29,16 +30,6 @@ pytestmark = [pytest.mark.postgres, pytest.mark.distributed]
 REDIS_DB = 14
 SECRET = "flow-test-secret"
 TERMINAL = ("done", "rejected", "failed")
-
-
-def _wait(pred, timeout: float, what: str, interval: float = 0.5):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _env(tmp_path: Path, pg_url: str, **extra: str) -> dict:

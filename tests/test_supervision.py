@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from benchmarks.common import free_port, idwatch, unique_bytes
+from benchmarks.common import wait_until as _wait
 from core.demo.dataset import insightface_path
 from core.flow import FLOW, UPLOAD
 from core.settings import Settings
@@ -26,16 +27,6 @@ from core.settings import Settings
 pytestmark = [pytest.mark.postgres, pytest.mark.distributed]
 
 REDIS_DB = 9
-
-
-def _wait(pred, timeout: float, what: str, interval: float = 0.5):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _alive(pid: int) -> bool:
