@@ -55,6 +55,14 @@ def _plt():
     return plt
 
 
+def _save(fig, path: Path) -> Path:
+    """Lay out, write (PNG, 110 dpi) and close one figure; returns its path."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+    return path
+
+
 def _roc(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     from sklearn.metrics import roc_auc_score, roc_curve
 
@@ -99,9 +107,7 @@ def roc_by_generator(
     ax.legend(fontsize=7, loc="lower right")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
@@ -150,9 +156,7 @@ def score_histograms(path: Path, scores: dict[str, list], title: str = "") -> Pa
         ax.set_ylabel("images")
         ax.legend(fontsize=8)
     fig.suptitle(title or "Score distributions (out-of-fold)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
@@ -198,11 +202,7 @@ def tsne_maps(
     ax.legend(fontsize=7, markerscale=1.2)
     ax.set_xticks([])
     ax.set_yticks([])
-    fig.tight_layout()
-    p = out_dir / "tsne_real_fake.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    paths.append(p)
+    paths.append(_save(fig, out_dir / "tsne_real_fake.png"))
 
     names = np.array([(table.rows[i].identities or [""])[0] for i in rows])
     counts = Counter(n for n in names.tolist() if n)
@@ -234,11 +234,7 @@ def tsne_maps(
     ax.legend(fontsize=6, ncol=2, loc="best")
     ax.set_xticks([])
     ax.set_yticks([])
-    fig.tight_layout()
-    p = out_dir / "tsne_identity.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    paths.append(p)
+    paths.append(_save(fig, out_dir / "tsne_identity.png"))
     return paths
 
 
@@ -291,9 +287,7 @@ def confound_chart(path: Path, confound: dict[str, Any]) -> Path | None:
         ax.legend(fontsize=7, loc="upper center", ncol=2)
     axes[0].set_ylabel("out-of-fold AUC of the origin probe")
     fig.suptitle("Can the detector's features tell where a real image came from?", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
