@@ -213,3 +213,12 @@ def test_load_manifest_faces_dev():
     assert {r.label for r in rows} <= {"real", "fake"}
     assert {r.label for r in rows} == {"real", "fake"}
     assert all(r.path.is_file() for r in rows)
+    # The recorded amendments (core.demo.amendments) match faces-dev's bytes: the Oscars
+    # selfie shows Angelina Jolie and Brad Pitt, one DeepFaceLive driver frame is Robert
+    # Downey Jr; nothing else is amended, and load_manifest(amend=False) amends nothing.
+    amended = {r.path.name: r.also_shows for r in rows if r.also_shows}
+    assert amended == {
+        "deepface_selfie-many-people.jpg": ["Angelina_Jolie", "Brad_Pitt"],
+        "dfl_Silwan_Stillwone_3_f0040_L_real.png": ["Robert_Downey_Jr"],
+    }
+    assert not any(r.also_shows for r in load_manifest(FACES_DEV / "manifest.csv", amend=False))

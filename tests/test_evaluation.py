@@ -377,3 +377,46 @@ def test_train_clip_without_weights_is_a_clean_error(tmp_path: Path) -> None:
         env={"IDWATCH_MODEL_DIR": str(tmp_path)},
     )
     assert res.exit_code == 2 and "CLIP ViT-L/14" in res.output
+
+
+def test_amended_image_is_neither_genuine_nor_impostor(tmp_path: Path, monkeypatch) -> None:
+    """An anonymous photo that shows B (green 200): as labelled, stage 1 finding B in it
+    is a false accept; with a recorded amendment (core.demo.amendments) it is excluded
+    from the impostor pairs and both figures are reported."""
+    from core.demo import amendments
+
+    manifest = _tiny_manifest(tmp_path)
+    img = np.zeros((40, 40, 3), np.uint8)
+    img[..., 0], img[..., 1] = 30, 200
+    Image.fromarray(img).save(tmp_path / "crowd.png")
+    with manifest.open("a", newline="") as fh:
+        csv.writer(fh).writerow(["crowd.png", "real", "", "original", "test crowd"])
+
+    plain = evaluate(manifest, RedScorer(), ColourBackend(), cache_dir=tmp_path / "c")
+    # b_real1 as the reference claims crowd.png: 1 false accept in 6 impostor pairs
+    # (3 queries x the 2-3 real photos of other labels).
+    assert plain["stage1_far"] > 0.0
+    assert plain["stage1_far_as_labelled"] == plain["stage1_far"]
+    assert plain["stage1_amended_pairs"]["pairs"] == 0
+
+    # Another file under the amended name but other bytes is not amended.
+    monkeypatch.setattr(
+        amendments,
+        "AMENDMENTS",
+        (amendments.Amendment("crowd.png", "0" * 64, ("B",), "test"),),
+    )
+    assert amendments.amendment_for(tmp_path / "crowd.png") is None
+
+    sha = amendments.file_sha256(tmp_path / "crowd.png")
+    monkeypatch.setattr(
+        amendments, "AMENDMENTS", (amendments.Amendment("crowd.png", sha, ("B",), "test"),)
+    )
+    fixed = evaluate(manifest, RedScorer(), ColourBackend(), cache_dir=tmp_path / "c")
+    assert fixed["stage1_far"] == 0.0
+    assert fixed["stage1_far_as_labelled"] == pytest.approx(plain["stage1_far"])
+    assert fixed["stage1_amended_pairs"] == {
+        "pairs": 1,
+        "claimed": 1,
+        "files": {"crowd.png": ["B"]},
+    }
+    assert fixed["stage1_tar"] == plain["stage1_tar"] == 1.0

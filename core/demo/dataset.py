@@ -31,12 +31,13 @@ import csv
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from core.demo.amendments import amendment_for
 from core.demo.faceswap import swap_face
 from core.demo.splice import demo_edits
 from core.faces.base import DetectedFace, FaceBackend
@@ -92,11 +93,18 @@ class ManifestRow:
     source: str
     licence: str = ""
     notes: str = ""
+    # People the image also shows whom the identity column leaves out (see
+    # core.demo.amendments): not impostors when stage 1 finds them.
+    also_shows: list[str] = field(default_factory=list)
+
+    def shows(self) -> set[str]:
+        return set(self.identities) | set(self.also_shows)
 
 
-def load_manifest(path: Path) -> list[ManifestRow]:
+def load_manifest(path: Path, amend: bool = True) -> list[ManifestRow]:
     """Read a manifest (this set's or faces-dev's); ``path`` columns are resolved
-    against the manifest's folder and several identities are split on ';'."""
+    against the manifest's folder and several identities are split on ';'. With
+    ``amend``, rows whose file has a recorded amendment get its ``also_shows``."""
     path = Path(path)
     root = path.parent.resolve()
     rows = []
@@ -114,6 +122,11 @@ def load_manifest(path: Path) -> list[ManifestRow]:
                     notes=(rec.get("notes") or "").strip(),
                 )
             )
+    if amend:
+        for row in rows:
+            found = amendment_for(row.path)
+            if found is not None:
+                row.also_shows = [n for n in found.also_shows if n not in row.identities]
     return rows
 
 

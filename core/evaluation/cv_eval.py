@@ -31,7 +31,12 @@ from core.evaluation.honest import (
     real_score_png_auc,
     selecting_fitter,
 )
-from core.evaluation.protocol import HeadScorer, retrieval, stage1_real_pairs
+from core.evaluation.protocol import (
+    HeadScorer,
+    retrieval,
+    stage1_as_labelled,
+    stage1_real_pairs,
+)
 from core.faces.base import FaceBackend
 
 StageProgress = Callable[[str, int, int], None]
@@ -191,6 +196,7 @@ def run_cv(
             },
             **run0["same_identity_n"],
         },
+        **stage1_as_labelled(s1, ds.rows),
         "pooled": pooled,
         "per_fold": cv["per_fold"],
         "strata": _mean_strata([r["strata"] for r in cv["runs"]]),

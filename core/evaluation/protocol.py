@@ -338,7 +338,7 @@ def retrieval(
 
 def stage1_real_pairs(ds: DatasetFeatures, threshold: float) -> dict[str, int]:
     """Genuine / impostor pairs of real photos and how many stage 1 claims."""
-    genuine = gen_hit = impostor = imp_hit = 0
+    genuine = gen_hit = impostor = imp_hit = amended = amended_hit = 0
     for nm, reals in ds.real_by_name.items():
         for q in reals:
             kq, _ = ds.best_face(q, nm)
@@ -355,10 +355,37 @@ def stage1_real_pairs(ds: DatasetFeatures, threshold: float) -> dict[str, int]:
                 if nm in r.identities:
                     genuine += 1
                     gen_hit += hit
+                elif nm in r.also_shows:
+                    # The image shows X though its label does not say so
+                    # (core.demo.amendments): neither genuine nor impostor.
+                    amended += 1
+                    amended_hit += hit
                 else:
                     impostor += 1
                     imp_hit += hit
-    return {"genuine": genuine, "gen_hit": gen_hit, "impostor": impostor, "imp_hit": imp_hit}
+    return {
+        "genuine": genuine,
+        "gen_hit": gen_hit,
+        "impostor": impostor,
+        "imp_hit": imp_hit,
+        "amended": amended,
+        "amended_hit": amended_hit,
+    }
+
+
+def stage1_as_labelled(s1: dict[str, int], rows: Sequence[Any]) -> dict[str, Any]:
+    """The stage-1 figures with and without the recorded amendments (people an image
+    shows that its label leaves out: core.demo.amendments), so both can be read."""
+    return {
+        "stage1_far_as_labelled": _rate(
+            s1["imp_hit"] + s1["amended_hit"], s1["impostor"] + s1["amended"]
+        ),
+        "stage1_amended_pairs": {
+            "pairs": s1["amended"],
+            "claimed": s1["amended_hit"],
+            "files": {r.path.name: list(r.also_shows) for r in rows if r.also_shows},
+        },
+    }
 
 
 def strata_metrics(
@@ -447,6 +474,7 @@ def evaluate(
         "detection_references": "leave-one-out: the other real photos of the labelled identity",
         "strata": strata,
         "stage1_pairs": {"fake": match_pairs, "genuine": s1["genuine"], "impostor": s1["impostor"]},
+        **stage1_as_labelled(s1, rows),
         "ap_per_identity": per_identity,
         "queries": per_query,
         "feature_seconds_per_image": ds.timing_per_image(),

@@ -157,7 +157,10 @@ def _score_against_labels(
         uid = by_name.get(str(r.path))
         if uid is None:
             continue  # a registration photo, not scanned
-        claimed = set(r.identities) & protected
+        # A real photo counts for every protected person it shows, including those its
+        # label leaves out (core.demo.amendments): an alert naming them is a false
+        # alert on her real photo, not one "in the name of someone else".
+        claimed = (r.shows() if r.label == "real" else set(r.identities)) & protected
         hit = bool(alerted.get(uid, set()) & claimed)
         if r.label == "fake" and claimed:
             res.fakes += 1
