@@ -4,8 +4,10 @@ Runs with nothing downloaded at run time: the features are signal statistics
 (core.forensics.features) and an identity embedder; the head is a JSON file
 (core.forensics.head). Two heads are packaged, one per identity embedder, each trained
 on faces-dev (see its "training" field for the data, protocol and measured accuracy):
-``offline_mobilefacenet_v1.json`` (MobileFaceNet, used when its verified file is
-installed, see core.faces.mobilefacenet_model) and ``offline_v1.json`` (dlib, which
+``offline_mobilefacenet_v2.json`` (MobileFaceNet, used when its verified file is
+installed, see core.faces.mobilefacenet_model; trained with self-blended copies of the
+real images and normalised pixels, which generalise better on the honest protocol than
+``offline_mobilefacenet_v1.json``, kept for comparison) and ``offline_v1.json`` (dlib, which
 ships in the ``face_recognition_models`` wheel; the fallback). A head names its
 embedder in ``backbones.identity`` (absent: dlib); features of one embedder never go
 into the other's head.
@@ -39,7 +41,7 @@ log = logging.getLogger(__name__)
 
 HEADS_DIR = Path(__file__).resolve().parent / "heads"
 PACKAGED_HEADS = {
-    "mobilefacenet": HEADS_DIR / "offline_mobilefacenet_v1.json",
+    "mobilefacenet": HEADS_DIR / "offline_mobilefacenet_v2.json",
     "dlib": HEADS_DIR / "offline_v1.json",
 }
 PACKAGED_HEAD = PACKAGED_HEADS["dlib"]  # the head that needs nothing but pip packages
