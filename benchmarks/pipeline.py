@@ -82,7 +82,9 @@ def _bare_worker(files, views, settings_kw, barrier, results) -> None:
     from core.forensics.registry import make_detector
 
     st = Settings(**settings_kw)
-    backend = make_face_backend(st.face_backend, st.resolved_model_dir, st.model_cache_dir)
+    backend = make_face_backend(
+        st.face_backend, st.resolved_model_dir, st.model_cache_dir, st.model_threads
+    )
     backend.load()
     det = make_detector(
         st.detector, st.resolved_model_dir, st.detector_path, embedder=backend,

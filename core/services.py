@@ -62,6 +62,7 @@ class Services:
             self.settings.face_backend,
             self.settings.resolved_model_dir,
             self.settings.model_cache_dir,
+            self.settings.model_threads,
         )
         log.info("face backend: %s", backend.name)
         return backend
