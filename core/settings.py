@@ -35,9 +35,9 @@ class Settings(BaseSettings):
     model_threads: int = Field(
         default=1,
         ge=0,
-        description="Threads per model session (onnxruntime intra-op) in each process; 0: "
-        "the runtime's default (one per core). 1 lets several workers share the cores "
-        "instead of each spinning up threads that fight over them.",
+        description="Threads per model session (onnxruntime intra-op) and of OpenCV in "
+        "each process; 0: the libraries' defaults (one per core). 1 lets several workers "
+        "share the cores instead of each spinning up threads that fight over them.",
     )
     broker_url: str | None = Field(default=None, description="Celery broker; None = in-process.")
     dispatcher: str = Field(
