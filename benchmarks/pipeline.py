@@ -82,6 +82,10 @@ def _bare_worker(files, views, settings_kw, barrier, results) -> None:
     from core.forensics.registry import make_detector
 
     st = Settings(**settings_kw)
+    if st.model_threads:  # as Services does for the pipeline's processes
+        import cv2
+
+        cv2.setNumThreads(st.model_threads)
     backend = make_face_backend(
         st.face_backend, st.resolved_model_dir, st.model_cache_dir, st.model_threads
     )
