@@ -209,7 +209,14 @@ def embedded(files: list[Path], refs: list[Path], root: Path) -> dict:
     }
 
 
-def distributed(files: list[Path], refs: list[Path], root: Path, timeout_s: float) -> dict:
+def distributed(
+    files: list[Path],
+    refs: list[Path],
+    root: Path,
+    timeout_s: float,
+    concurrency: int | None = None,
+) -> dict:
+    """``concurrency``: ``idwatch up --concurrency`` (None: its per-queue default)."""
     import redis
     from sqlalchemy import create_engine, text
 
@@ -245,7 +252,7 @@ def distributed(files: list[Path], refs: list[Path], root: Path, timeout_s: floa
 
     engine = create_engine(env["IDWATCH_DATABASE_URL"])
     try:
-        cli("up")
+        cli("up", *(["--concurrency", str(concurrency)] if concurrency else []))
         cli("identity", "add", PROTECTED, *map(str, refs))
         # Submit and dispatch from this process (as the API or watcher would), so the
         # timing holds no CLI start-up.
@@ -328,6 +335,12 @@ def main() -> None:
     ap.add_argument("--skip-distributed", action="store_true")
     ap.add_argument("--bare-processes", type=int, default=None, help="default: CPU count")
     ap.add_argument("--timeout", type=float, default=900)
+    ap.add_argument(
+        "--worker-concurrency",
+        type=int,
+        default=None,
+        help="pool processes of every worker (default: idwatch up's per-queue sizes)",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -335,7 +348,11 @@ def main() -> None:
         ref = refs[PROTECTED]
         a = bare(files, ref, root, args.bare_processes)
         b = embedded(files, ref, root)
-        c = None if args.skip_distributed else distributed(files, ref, root, args.timeout)
+        c = (
+            None
+            if args.skip_distributed
+            else distributed(files, ref, root, args.timeout, args.worker_concurrency)
+        )
     out = {
         "images": len(files),
         "bare_ups": a["ups"],
