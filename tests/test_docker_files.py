@@ -247,18 +247,6 @@ def test_workers_are_scalable():
         assert int(params["concurrency"]) >= 1
 
 
-def test_compose_workers_run_the_pool_sizes_idwatch_up_starts():
-    from workers.ops.stack import QUEUE_CONCURRENCY
-
-    for svc in APP_SERVICES.values():
-        qs = _worker_queues(svc)
-        if qs is None or len(qs) != 1:
-            continue
-        _, params, _ = _parse(svc)
-        (q,) = qs
-        assert int(params["concurrency"]) == QUEUE_CONCURRENCY.get(q, 1), q
-
-
 def test_depends_on_targets_exist_and_health_conditions_are_checkable():
     dockerfile_has_healthcheck = bool(_instr("HEALTHCHECK"))
     allowed = {"service_started", "service_healthy", "service_completed_successfully"}

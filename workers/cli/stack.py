@@ -167,14 +167,8 @@ def _in_flight(svc, grace_s: float) -> dict[str, set[int]] | None:
 def up_cmd(
     watch_dir: Annotated[Path | None, typer.Option("--watch", help="Also watch a folder.")] = None,
     concurrency: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            max=256,
-            help="Pool processes per worker (default: 2 for crop and notify, 1 for the "
-            "others, as docker/compose.yaml).",
-        ),
-    ] = None,
+        int, typer.Option(min=1, max=256, help="Pool processes per worker.")
+    ] = 1,
     sweep_after: Annotated[
         float, typer.Option(min=0, help="Sweeper: re-dispatch work idle this long (s).")
     ] = 120,

@@ -32,11 +32,6 @@ from workers.ops.supervisor import Program
 # supervisord starts by ascending priority and stops by descending: Milvus first up and
 # last down (workers flush to it while stopping), the workers before what feeds them.
 MILVUS_PRIORITY, WORKER_PRIORITY, FRONT_PRIORITY = 10, 100, 200
-# Pool processes per queue's worker when ``up`` is given none (others: 1), as in
-# docker/compose.yaml. Crop (decode, face detection, alignment, PNGs) is the heaviest
-# stage every upload passes: one crop process alone caps the stack near 10 uploads/s
-# on two cores (benchmarks/README.md, Pipeline); notify waits on receivers.
-QUEUE_CONCURRENCY = {"crop": 2, "notify": 2}
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -99,12 +94,11 @@ def local_milvus(settings: Settings) -> tuple[str, int] | None:
 def programs(
     settings: Settings,
     watch_dir: Path | None = None,
-    concurrency: int | None = None,
+    concurrency: int = 1,
     sweep_after_s: float = 120.0,
     workers: bool = True,
 ) -> list[Program]:
-    """What ``up`` supervises, from the settings and the flow; ``concurrency``: pool
-    processes of every worker (None: ``QUEUE_CONCURRENCY``)."""
+    """What ``up`` supervises, from the settings and the flow."""
     py = sys.executable
     out: list[Program] = []
     ml = local_milvus(settings)
@@ -115,8 +109,7 @@ def programs(
         argv += ["--host", ml[0], "--port", str(ml[1])]
         out.append(Program("milvus", argv, MILVUS_PRIORITY))
     for q in FLOW.queues if workers else ():
-        n = concurrency or QUEUE_CONCURRENCY.get(q, 1)
-        out.append(Program(f"worker-{q}", worker_argv([q], n), WORKER_PRIORITY))
+        out.append(Program(f"worker-{q}", worker_argv([q], concurrency), WORKER_PRIORITY))
     cli = [py, "-m", "workers.cli"]
     if settings.api_keys:
         out.append(Program("api", [*cli, "api"], FRONT_PRIORITY))
@@ -136,7 +129,7 @@ def programs(
 def up(
     settings: Settings,
     watch_dir: Path | None = None,
-    concurrency: int | None = None,
+    concurrency: int = 1,
     sweep_after_s: float = 120.0,
     workers: bool = True,
 ) -> list[dict]:
