@@ -58,10 +58,17 @@ class Services:
 
     @cached_property
     def face_backend(self) -> FaceBackend:
+        if self.settings.model_threads:
+            import cv2
+
+            # OpenCV's pool (warps, blurs, colour conversions) too: the process-wide
+            # setting, made where the models are, as onnxruntime's below.
+            cv2.setNumThreads(self.settings.model_threads)
         backend = make_face_backend(
             self.settings.face_backend,
             self.settings.resolved_model_dir,
             self.settings.model_cache_dir,
+            self.settings.model_threads,
         )
         log.info("face backend: %s", backend.name)
         return backend

@@ -32,6 +32,13 @@ class Settings(BaseSettings):
         description="Per-user model cache searched after model_dir (MobileFaceNet); "
         "default ~/.cache/identity-watch/models (core.faces.mobilefacenet_model).",
     )
+    model_threads: int = Field(
+        default=1,
+        ge=0,
+        description="Threads per model session (onnxruntime intra-op) and of OpenCV in "
+        "each process; 0: the libraries' defaults (one per core). 1 lets several workers "
+        "share the cores instead of each spinning up threads that fight over them.",
+    )
     broker_url: str | None = Field(default=None, description="Celery broker; None = in-process.")
     dispatcher: str = Field(
         default="auto",

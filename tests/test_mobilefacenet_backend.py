@@ -284,3 +284,68 @@ def test_real_model_tells_tom_hanks_from_the_people_in_t1():
     assert between.mean() < 0.3  # six different people are not one vector
     # and the threshold keeps them apart from each other
     assert (between < b.match_threshold).mean() > 0.9
+
+
+# --------------------------------------------------------------------------- PReLU rewrite
+
+
+def _tflite2onnx_prelu_graph(slope: np.ndarray):
+    """Conv then PReLU as tflite2onnx writes it: Relu(x) + m * (x - Abs(x)), m = slope / 2,
+    m reshaped to [1, C, 1, 1]."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    c = len(slope)
+    rng = np.random.default_rng(5)
+    inits = [
+        numpy_helper.from_array(rng.normal(0, 0.5, (c, 3, 3, 3)).astype(np.float32), "w"),
+        numpy_helper.from_array((slope / 2).astype(np.float32), "m"),
+        numpy_helper.from_array(np.array([1, c, 1, 1], np.int64), "m_shape"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "w"], ["x"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Abs", ["x"], ["a"]),
+        helper.make_node("Sub", ["x", "a"], ["d"]),
+        helper.make_node("Reshape", ["m", "m_shape"], ["m4"]),
+        helper.make_node("Mul", ["m4", "d"], ["t"]),
+        helper.make_node("Add", ["r", "t"], ["out"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "prelu",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", c, 8, 8])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
+def test_linear_prelu_computes_prelu_without_the_abs_pattern():
+    import onnxruntime as ort
+
+    slope = np.array([0.25, -0.5, 1.5, 0.0], np.float32)
+    model = _tflite2onnx_prelu_graph(slope)
+    fused = M.linear_prelu(model)
+    assert fused is not None
+    ops = [n.op_type for n in fused.graph.node]
+    assert "Abs" not in ops and "Sub" not in ops and "Reshape" not in ops
+    assert {i.name for i in fused.graph.initializer} >= {"w"}
+    assert "m" not in {i.name for i in fused.graph.initializer}  # unused constants go
+    x = np.random.default_rng(6).uniform(-1, 1, (3, 3, 8, 8)).astype(np.float32)
+    run = lambda m: ort.InferenceSession(  # noqa: E731
+        m.SerializeToString(), providers=["CPUExecutionProvider"]
+    ).run(None, {"input": x})[0]
+    before, after = run(model), run(fused)
+    assert (before < 0).any() and (before > 0).any()  # both branches of the PReLU ran
+    assert np.allclose(after, before, atol=1e-5)
+    assert M.linear_prelu(fused) is None  # nothing left to rewrite
+
+
+def test_real_model_conversion_has_its_prelus_rewritten():
+    b = _real_backend()
+    import onnx
+
+    # What the backend loads (the cache when it is this recipe's, else converted now).
+    model = onnx.load_from_string(M.onnx_bytes(b.model_path, M.MODEL_SHA256))
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("Conv") == 52 and "Abs" not in ops and "Sub" not in ops

@@ -8,6 +8,8 @@ Deliberate settings (see README, "Distributed mode"):
   stage is idempotent, so a second delivery does no harm.
 - ``worker_prefetch_multiplier=1``: a model worker holds one message at a time, so a
   slow face never blocks others queued behind it on the same worker.
+- task events off unless Flower runs (it switches them on): they cost Redis publishes
+  on every task.
 - ``task_time_limit`` < ``visibility_timeout``: Redis re-delivers an unacknowledged
   message after the visibility timeout; a task that may still be running must never
   reach it, or it would run twice at once.
@@ -53,8 +55,11 @@ def make_celery(settings: Settings) -> Celery:
         task_queues=[Queue(q) for q in QUEUES],
         task_default_queue=FLOW.first.queue,
         task_routes={s.task_name: {"queue": s.queue} for s in FLOW.stages.values()},
-        worker_send_task_events=True,  # Flower
-        task_send_sent_event=True,
+        # Task events (several Redis publishes per task) only while someone watches:
+        # Flower switches them on in every worker itself (its --enable_events, on by
+        # default, re-sent every few seconds), so workers need not send them always.
+        worker_send_task_events=False,
+        task_send_sent_event=bool(settings.flower_basic_auth),
         worker_hijack_root_logger=False,
     )
     return app

@@ -43,7 +43,7 @@ MODEL_BYTES = 5_233_396
 SUBDIR = "mobilefacenet"
 ONNX_CACHE = "MobileFaceNet.onnx"
 # Bump when the conversion recipe changes, so stale caches are redone.
-CONVERSION = "tflite2onnx-0.4.1/v2-dynamic-batch"
+CONVERSION = "tflite2onnx-0.4.1/v3-dynamic-batch-linear-prelu"
 
 
 def default_cache_dir() -> Path:
@@ -159,6 +159,91 @@ def dynamic_batch(model):
     return model
 
 
+def linear_prelu(model):
+    """The same graph with each PReLU in a form onnxruntime fuses into its convolution,
+    or None when the graph has none.
+
+    tflite2onnx writes PReLU(x) as ``Relu(x) + m * (x - Abs(x))`` (m = slope / 2): five
+    element-wise passes over each feature map, which onnxruntime's blocked-layout
+    convolutions cannot absorb (each costs a layout reorder as well): 40% of
+    MobileFaceNet's time on CPU. ``Relu(x) * (1 - s) + x * s`` is the same function
+    (s = 2m) and is fused into the convolutions: ~25-35% less time per chip. It rounds
+    differently (outputs differ by ~1e-5); the caller checks the result against the
+    unchanged graph before using it. (The exact ``PRelu`` operator is slower still.)"""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    model = model.__deepcopy__()
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    made_by = {o: n for n in g.node for o in n.output}
+    replace: dict[int, list] = {}
+    drop: set[int] = set()
+    for add in g.node:
+        if add.op_type != "Add" or len(add.input) != 2:
+            continue
+        relu, mul = (made_by.get(i) for i in add.input)
+        if not (relu and mul and relu.op_type == "Relu" and mul.op_type == "Mul"):
+            continue
+        x = relu.input[0]
+        reshape, sub = (made_by.get(i) for i in mul.input)
+        if not (reshape and sub and reshape.op_type == "Reshape" and sub.op_type == "Sub"):
+            continue
+        absx = made_by.get(sub.input[1])
+        if not (
+            sub.input[0] == x
+            and absx is not None
+            and absx.op_type == "Abs"
+            and absx.input[0] == x
+            and reshape.input[0] in inits
+            and reshape.input[1] in inits
+        ):
+            continue
+        m = numpy_helper.to_array(inits[reshape.input[0]]).astype(np.float32)
+        shape = numpy_helper.to_array(inits[reshape.input[1]])
+        slope = (2.0 * m).reshape(shape)
+        name = add.output[0]
+        keep = numpy_helper.from_array((1.0 - slope).astype(np.float32), f"{name}/prelu_keep")
+        lin = numpy_helper.from_array(slope.astype(np.float32), f"{name}/prelu_slope")
+        g.initializer.extend([keep, lin])
+        replace[id(add)] = [
+            helper.make_node("Mul", [relu.output[0], keep.name], [f"{name}/pos"]),
+            helper.make_node("Mul", [x, lin.name], [f"{name}/lin"]),
+            helper.make_node("Add", [f"{name}/pos", f"{name}/lin"], [add.output[0]]),
+        ]
+        drop.update(id(n) for n in (mul, reshape, sub, absx))
+    if not replace:
+        return None
+    nodes = []
+    for n in g.node:
+        if id(n) in replace:
+            nodes.extend(replace[id(n)])
+        elif id(n) not in drop:
+            nodes.append(n)
+    del g.node[:]
+    g.node.extend(nodes)
+    used = {i for n in g.node for i in n.input}
+    kept = [i for i in g.initializer if i.name in used]
+    del g.initializer[:]
+    g.initializer.extend(kept)
+    return model
+
+
+def _close_outputs(a: bytes, b: bytes, batch: int, atol: float) -> bool:
+    """Whether two graphs compute the same on a seeded random batch (to ``atol``
+    relative to the largest output)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    sa = ort.InferenceSession(a, providers=["CPUExecutionProvider"])
+    sb = ort.InferenceSession(b, providers=["CPUExecutionProvider"])
+    shape = [batch if not isinstance(d, int) or d <= 0 else d for d in sa.get_inputs()[0].shape]
+    x = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
+    ya = sa.run(None, {sa.get_inputs()[0].name: x})[0]
+    yb = sb.run(None, {sb.get_inputs()[0].name: x})[0]
+    return bool(np.abs(ya - yb).max() <= atol * max(1.0, float(np.abs(ya).max())))
+
+
 def _same_outputs(a: bytes, b: bytes, batch: int) -> bool:
     import numpy as np
     import onnxruntime as ort
@@ -177,7 +262,9 @@ def _same_outputs(a: bytes, b: bytes, batch: int) -> bool:
 def convert_to_onnx(tflite_path: Path, source_sha256: str, dynamic: bool = True) -> bytes:
     """The ONNX form of the .tflite (tflite2onnx), tagged with the source's hash; with
     ``dynamic``, re-shaped to take any batch size when that provably changes nothing
-    (outputs compared with the fixed-batch conversion), else left at the file's batch."""
+    (outputs compared with the fixed-batch conversion), else left at the file's batch.
+    PReLUs are rewritten in a faster form when the outputs stay within 1e-4
+    (``linear_prelu``)."""
     import onnx
     import tflite2onnx
 
@@ -199,6 +286,17 @@ def convert_to_onnx(tflite_path: Path, source_sha256: str, dynamic: bool = True)
                 ok = False
             if ok:
                 model = dyn
+    fused = linear_prelu(model)
+    if fused is not None:
+        batch = model.graph.input[0].type.tensor_type.shape.dim[0].dim_value or 2
+        try:
+            onnx.checker.check_model(fused)
+            ok = _close_outputs(model.SerializeToString(), fused.SerializeToString(), batch, 1e-4)
+        except Exception as exc:  # noqa: BLE001 - keep the unfused graph then
+            log.info("PReLU rewrite not usable for %s: %s", tflite_path, exc)
+            ok = False
+        if ok:
+            model = fused
     meta = {p.key: p.value for p in model.metadata_props}
     meta.update({"idwatch.source_sha256": source_sha256, "idwatch.conversion": CONVERSION})
     del model.metadata_props[:]

@@ -53,9 +53,13 @@ def resolve_face_backend_name(name: str, model_dir: Path, cache_dir: Path | None
     return chosen
 
 
-def make_face_backend(name: str, model_dir: Path, cache_dir: Path | None = None) -> FaceBackend:
+def make_face_backend(
+    name: str, model_dir: Path, cache_dir: Path | None = None, threads: int | None = None
+) -> FaceBackend:
+    """``threads``: intra-op threads of the backend's onnxruntime session (MobileFaceNet;
+    None or 0: the runtime's default)."""
     name = resolve_face_backend_name(name, model_dir, cache_dir)
     cls = FACE_BACKENDS.load(name)
     if name == "mobilefacenet":
-        return cls(model_dir, cache_dir=cache_dir)
+        return cls(model_dir, cache_dir=cache_dir, threads=threads or None)
     return cls(model_dir)

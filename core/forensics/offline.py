@@ -26,6 +26,7 @@ import dataclasses
 import hashlib
 import logging
 from collections import OrderedDict
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -177,18 +178,24 @@ class OfflineDetector(ForgeryDetector):
             self._ref_cache.move_to_end(key)
         return prof
 
-    def features(self, inp: ForensicInput) -> dict[str, float]:
+    def features(
+        self, inp: ForensicInput, groups: Collection[str] | None = None
+    ) -> dict[str, float]:
+        """Every feature (``groups``: see ``features.extract_features``)."""
         self.load()
         refs = [self._ref_profile(r) for r in inp.references]
         inp = bounded(inp)
         image, face, crop = self._prepare(inp.image, inp.face, inp.face_crop)
         if image is not inp.image:
             inp = dataclasses.replace(inp, image=image, face=face, face_crop=crop)
-        return F.extract_features(inp, self._embedder, refs)
+        return F.extract_features(inp, self._embedder, refs, groups)
 
     def _score(self, inp: ForensicInput) -> ForensicResult:
         assert self.head is not None
-        feats = self.features(inp)
+        # Only the groups the head weighs, and meta (reported beside the score): the
+        # others (e.g. jpeg.* for the packaged heads) would be computed for nothing.
+        groups = {F.group_of(n) for n in self.head.feature_names} | {"meta"}
+        feats = self.features(inp, groups)
         x = self.head.vector(feats)
         score = float(np.clip(self.head.predict_proba(x)[0], 0.0, 1.0))
         threshold = float(self.head.thresholds(x)[0])

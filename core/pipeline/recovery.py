@@ -48,10 +48,12 @@ MAX_STAGE_RUNS = 16
 def note_attempt(svc: Services, upload_id: int, max_runs: int = MAX_STAGE_RUNS) -> bool:
     """Count one stage run of an upload; False (and the upload failed) past the limit.
     A video runs embed once per segment, so it is allowed two runs more per segment."""
-    with svc.db.session() as s:
-        s.execute(update(Upload).where(Upload.id == upload_id).values(attempts=Upload.attempts + 1))
+    with svc.db.session() as s:  # one statement: every task of the flow runs this
         n, segments = s.execute(
-            select(Upload.attempts, Upload.segments_total).where(Upload.id == upload_id)
+            update(Upload)
+            .where(Upload.id == upload_id)
+            .values(attempts=Upload.attempts + 1)
+            .returning(Upload.attempts, Upload.segments_total)
         ).one_or_none() or (None, None)
     max_runs += 2 * (segments or 0)
     if n is not None and n > max_runs:

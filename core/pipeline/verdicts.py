@@ -97,6 +97,8 @@ def score_matches(
             (m.id, m.identity_id, m.similarity, m.reference_id, face_from_row(f), f.id, u)
             for m, f, u in s.execute(q.order_by(Upload.id, Face.idx))
         ]
+        # Read with the rows (no session per face later on).
+        embeddings = {f_id: _vector(s.get(Face, f_id).embedding) for *_, f_id, _ in todo}
         for u in {id(u): u for *_, u in todo}.values():  # one upload, several faces
             s.expunge(u)
     created = 0
@@ -116,7 +118,7 @@ def score_matches(
                 log.error("upload %s unreadable at classify: %s", up.id, rej)
                 raise
         img = decoded[up.id]
-        emb = _face_embedding(svc, face_id)
+        emb = embeddings[face_id]
         inp = ForensicInput(
             image=img.pixels,
             face=face,
@@ -165,9 +167,7 @@ def _score_video_match(
         )
 
 
-def _face_embedding(svc: Services, face_id: int) -> np.ndarray | None:
-    with svc.db.session() as s:
-        e = s.scalar(select(Face.embedding).where(Face.id == face_id))
+def _vector(e: bytes | None) -> np.ndarray | None:
     return None if e is None else np.frombuffer(e, np.float32)
 
 
