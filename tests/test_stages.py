@@ -134,8 +134,15 @@ def test_embed_batches_the_uploads_waiting_behind_it(svc, demo_set):
     ]
     for uid in ids:
         crop(svc, uid)
-    # The first upload's embed takes the other waiting one along and hands both on.
-    assert embed(svc, ids[0]) == ids
+    # The first upload's embed takes the other waiting one along (one model call) but
+    # hands on only its own upload: the other's own message does that, so no upload
+    # goes through index and classify twice.
+    assert embed(svc, ids[0]) == [ids[0]]
+    with svc.db.session() as s:
+        assert s.get(Upload, ids[1]).status == UploadStatus.embedded
+        assert all(
+            f.embedding is not None for f in s.scalars(select(Face).where(Face.upload_id == ids[1]))
+        )
     # The second one's own message then finds it embedded and only passes it on.
     assert embed(svc, ids[1]) == [ids[1]]
     assert embed_batch(svc, []) == []

@@ -96,8 +96,8 @@ def crop(svc: Services, upload_id: int) -> list[int] | Split:
 def waiting_to_embed(svc: Services, upload_id: int) -> list[int]:
     """This upload and up to ``embed_batch_size - 1`` others already waiting in status
     ``cropped``: under a backlog one model call serves many faces; when idle it adds no
-    waiting. The others' own embed messages then find them embedded and only pass them
-    on (two embed workers may embed one waiting upload twice: same vector, harmless)."""
+    waiting. The others' own embed messages then find them embedded and pass them on
+    (two embed workers may embed one waiting upload twice: same vector, harmless)."""
     with svc.db.session() as s:
         others = s.scalars(
             select(Upload.id)
@@ -110,11 +110,13 @@ def waiting_to_embed(svc: Services, upload_id: int) -> list[int]:
 
 def embed(svc: Services, upload_id: int) -> list[int]:
     """Embed the chips of this upload and of the uploads waiting behind it, in one batch.
-    Returns every upload of the batch that goes on to index."""
-    return embed_batch(svc, waiting_to_embed(svc, upload_id))
+    Returns what goes on to index: this upload (and a video whose last segment the batch
+    counted); the image uploads taken along are handed on by their own embed messages,
+    so none goes through index and classify twice."""
+    return embed_batch(svc, waiting_to_embed(svc, upload_id), owner=upload_id)
 
 
-def embed_batch(svc: Services, upload_ids: list[int]) -> list[int]:
+def embed_batch(svc: Services, upload_ids: list[int], owner: int | None = None) -> list[int]:
     with svc.db.session() as s:
         ups = {u.id: u.status for u in s.scalars(select(Upload).where(Upload.id.in_(upload_ids)))}
         videos = video_stages.segments_to_count(s, upload_ids)  # before their faces are read
@@ -144,5 +146,6 @@ def embed_batch(svc: Services, upload_ids: list[int]) -> list[int]:
                 continue
             if row.status == UploadStatus.cropped:
                 row.status = UploadStatus.embedded
-            going_on += _goes_on(uid, row.status)
+            if owner is None or uid == owner:
+                going_on += _goes_on(uid, row.status)
     return going_on
