@@ -229,9 +229,8 @@ def linear_prelu(model):
     return model
 
 
-def _close_outputs(a: bytes, b: bytes, batch: int, atol: float) -> bool:
-    """Whether two graphs compute the same on a seeded random batch (to ``atol``
-    relative to the largest output)."""
+def _run_both(a: bytes, b: bytes, batch: int):
+    """Both graphs on one seeded random batch: (session b, input, output a, output b)."""
     import numpy as np
     import onnxruntime as ort
 
@@ -241,19 +240,22 @@ def _close_outputs(a: bytes, b: bytes, batch: int, atol: float) -> bool:
     x = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
     ya = sa.run(None, {sa.get_inputs()[0].name: x})[0]
     yb = sb.run(None, {sb.get_inputs()[0].name: x})[0]
+    return sb, x, ya, yb
+
+
+def _close_outputs(a: bytes, b: bytes, batch: int, atol: float) -> bool:
+    """Whether two graphs compute the same on a seeded random batch (to ``atol``
+    relative to the largest output)."""
+    import numpy as np
+
+    _, _, ya, yb = _run_both(a, b, batch)
     return bool(np.abs(ya - yb).max() <= atol * max(1.0, float(np.abs(ya).max())))
 
 
 def _same_outputs(a: bytes, b: bytes, batch: int) -> bool:
     import numpy as np
-    import onnxruntime as ort
 
-    sa = ort.InferenceSession(a, providers=["CPUExecutionProvider"])
-    sb = ort.InferenceSession(b, providers=["CPUExecutionProvider"])
-    shape = [batch if not isinstance(d, int) or d <= 0 else d for d in sa.get_inputs()[0].shape]
-    x = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
-    ya = sa.run(None, {sa.get_inputs()[0].name: x})[0]
-    yb = sb.run(None, {sb.get_inputs()[0].name: x})[0]
+    sb, x, ya, yb = _run_both(a, b, batch)
     xx = np.concatenate([x, x[:1]])  # and an odd batch through the dynamic one
     yc = sb.run(None, {sb.get_inputs()[0].name: xx})[0]
     return bool(np.allclose(ya, yb, atol=1e-5) and np.allclose(yc[: len(x)], ya, atol=1e-5))
