@@ -29,6 +29,16 @@ def demo_set(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def dlib_backend():
+    """dlib's face backend, loaded once per test session (its models ship with pip)."""
+    from core.faces.dlib_backend import DlibFaceBackend
+
+    backend = DlibFaceBackend()
+    backend.load()
+    return backend
+
+
 @pytest.fixture
 def make_services(tmp_path):
     """Factory for embedded Services in a fresh data dir; closed at teardown."""

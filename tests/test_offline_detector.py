@@ -123,19 +123,10 @@ def _demo_images() -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def backend():
-    from core.faces.dlib_backend import DlibFaceBackend
-
-    b = DlibFaceBackend()
-    b.load()
-    return b
-
-
-@pytest.fixture(scope="module")
-def demo_inputs(backend) -> dict[str, ForensicInput]:
+def demo_inputs(dlib_backend) -> dict[str, ForensicInput]:
     out = {}
     for name, img in _demo_images().items():
-        faces = backend.detect(img)
+        faces = dlib_backend.detect(img)
         if not faces:  # the 112 px aligned Tom Hanks chip may be too tight for HOG
             from core.faces.base import DetectedFace
 
@@ -147,24 +138,24 @@ def demo_inputs(backend) -> dict[str, ForensicInput]:
                 )
             ]
         face = max(faces, key=lambda f: f.area)
-        emb = backend.embed(img, [face])[0]
+        emb = dlib_backend.embed(img, [face])[0]
         out[name] = ForensicInput(
             image=img, face=face, face_crop=loose_crop(img, face), embedding=emb
         )
     return out
 
 
-def test_features_finite_without_and_with_references(demo_inputs, backend) -> None:
+def test_features_finite_without_and_with_references(demo_inputs, dlib_backend) -> None:
     names = set(F.feature_names())
     astro = demo_inputs["astronaut"]
     mirrored = np.ascontiguousarray(astro.image[:, ::-1])
-    ref_faces = backend.detect(mirrored)
+    ref_faces = dlib_backend.detect(mirrored)
     assert ref_faces
     ref = ReferenceView(
         mirrored,
         ref_faces[0],
         loose_crop(mirrored, ref_faces[0]),
-        backend.embed(mirrored, ref_faces[:1])[0],
+        dlib_backend.embed(mirrored, ref_faces[:1])[0],
     )
     for name, inp in demo_inputs.items():
         plain = F.extract_features(inp)
@@ -172,16 +163,16 @@ def test_features_finite_without_and_with_references(demo_inputs, backend) -> No
         assert all(math.isfinite(v) for v in plain.values()), name
         assert plain["ref.available"] == 0.0
         inp_ref = ForensicInput(**{**inp.__dict__, "references": [ref, ref]})
-        with_ref = F.extract_features(inp_ref, embedder=backend)
+        with_ref = F.extract_features(inp_ref, embedder=dlib_backend)
         assert all(math.isfinite(v) for v in with_ref.values()), name
         assert with_ref["ref.available"] == 1.0
         # Non-reference groups do not depend on the references (id.* needs the embedder).
-        own = F.extract_features(inp, embedder=backend)
+        own = F.extract_features(inp, embedder=dlib_backend)
         assert all(with_ref[k] == own[k] for k in own if not k.startswith("ref."))
         assert all(plain[k] == own[k] for k in plain if not k.startswith(("ref.", "id.")))
     # The astronaut against her own mirror image: the same person.
     astro_ref = F.extract_features(
-        ForensicInput(**{**astro.__dict__, "references": [ref]}), backend
+        ForensicInput(**{**astro.__dict__, "references": [ref]}), dlib_backend
     )
     assert astro_ref["ref.id_sim_max"] > 0.9
 
@@ -210,8 +201,8 @@ def test_packaged_head_loads_and_matches_features() -> None:
     assert head.training.get("n", 0) > 100
 
 
-def test_offline_detector_scores_in_unit_interval(demo_inputs, backend) -> None:
-    det = OfflineDetector(embedder=backend)
+def test_offline_detector_scores_in_unit_interval(demo_inputs, dlib_backend) -> None:
+    det = OfflineDetector(embedder=dlib_backend)
     astro = demo_inputs["astronaut"]
     ref = ReferenceView(astro.image, astro.face, astro.face_crop, astro.embedding)
     for inp in [*demo_inputs.values(), ForensicInput(**{**astro.__dict__, "references": [ref]})]:
@@ -235,7 +226,7 @@ def test_offline_detector_missing_head_is_clear(tmp_path: Path) -> None:
 @pytest.mark.dataset
 @pytest.mark.slow
 @pytest.mark.skipif(not (FACES_DEV / "manifest.csv").exists(), reason="faces-dev absent")
-def test_packaged_head_ranks_faces_dev_above_chance(backend) -> None:
+def test_packaged_head_ranks_faces_dev_above_chance(dlib_backend) -> None:
     """Scores a stratified sample without references (in-sample for the packaged head,
     so only a sanity check: the identity-disjoint numbers are in the head's JSON)."""
     from sklearn.metrics import roc_auc_score
@@ -243,11 +234,11 @@ def test_packaged_head_ranks_faces_dev_above_chance(backend) -> None:
     with open(FACES_DEV / "manifest.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     rows = rows[::4]
-    det = OfflineDetector(embedder=backend)
+    det = OfflineDetector(embedder=dlib_backend)
     y, s = [], []
     for r in rows:
         img = np.asarray(Image.open(FACES_DEV / r["path"]).convert("RGB"))
-        faces = backend.detect(img)
+        faces = dlib_backend.detect(img)
         if not faces:
             continue
         face = max(faces, key=lambda f: f.area)
@@ -268,8 +259,12 @@ def test_huge_upload_is_analysed_in_a_window_around_the_face():
     img = np.zeros((3000, 5000, 3), np.uint8)
     img[2500:2600, 4500:4600] = 200  # the "face"
     lm68 = np.tile([[4550.0, 2550.0]], (68, 1))
-    face = DetectedFace((4500, 2500, 4600, 2600), np.tile([[4550.0, 2550.0]], (5, 1)), 1.0,
-                        {"landmarks68": lm68.tolist()})
+    face = DetectedFace(
+        (4500, 2500, 4600, 2600),
+        np.tile([[4550.0, 2550.0]], (5, 1)),
+        1.0,
+        {"landmarks68": lm68.tolist()},
+    )
     inp = ForensicInput(image=img, face=face, face_crop=np.zeros((256, 256, 3), np.uint8))
     out = bounded(inp)
     assert max(out.image.shape[:2]) == MAX_ANALYSIS_SIDE
@@ -280,7 +275,7 @@ def test_huge_upload_is_analysed_in_a_window_around_the_face():
     assert bounded(small) is small
 
 
-def test_each_packaged_head_names_its_identity_embedder(demo_inputs, backend) -> None:
+def test_each_packaged_head_names_its_identity_embedder(demo_inputs, dlib_backend) -> None:
     """The dlib head (the fallback) keeps working with dlib; the MobileFaceNet head asks
     for MobileFaceNet and never takes dlib's vectors instead."""
     from core.forensics.offline import PACKAGED_HEADS, head_identity
@@ -295,9 +290,9 @@ def test_each_packaged_head_names_its_identity_embedder(demo_inputs, backend) ->
         assert head.preprocess.get("reencode_jpeg_quality") or head.preprocess.get("normalise")
     # The MobileFaceNet head is trained with self-blended copies of real images too.
     assert Head.load(PACKAGED_HEADS["mobilefacenet"]).training.get("n_self_blended_rows", 0) > 0
-    det = OfflineDetector(head_path=PACKAGED_HEADS["dlib"], embedder=backend)
+    det = OfflineDetector(head_path=PACKAGED_HEADS["dlib"], embedder=dlib_backend)
     res = det.score(demo_inputs["astronaut"])
-    assert det._embedder is backend and 0.0 <= res.score <= 1.0
+    assert det._embedder is dlib_backend and 0.0 <= res.score <= 1.0
 
 
 def test_mobilefacenet_head_without_the_model_is_a_clear_error(tmp_path, monkeypatch) -> None:
@@ -311,7 +306,7 @@ def test_mobilefacenet_head_without_the_model_is_a_clear_error(tmp_path, monkeyp
         det.load()
 
 
-def test_a_normalising_head_is_applied_at_use_as_in_training(demo_inputs, backend, tmp_path):
+def test_a_normalising_head_is_applied_at_use_as_in_training(demo_inputs, dlib_backend, tmp_path):
     """A head trained on normalised pixels records it (preprocess.normalise); the
     detector then normalises the upload and its references exactly as training did
     (core.evaluation.dataset_features), so the features are the same numbers."""
@@ -327,12 +322,12 @@ def test_a_normalising_head_is_applied_at_use_as_in_training(demo_inputs, backen
 
     astro = demo_inputs["astronaut"]
     mirrored = np.ascontiguousarray(astro.image[:, ::-1])
-    [rface] = backend.detect(mirrored)
+    [rface] = dlib_backend.detect(mirrored)
     ref = ReferenceView(mirrored, rface, loose_crop(mirrored, rface))
     inp = ForensicInput(**{**astro.__dict__, "references": [ref]})
-    at_use = OfflineDetector(head_path=path, embedder=backend).features(inp)
+    at_use = OfflineDetector(head_path=path, embedder=dlib_backend).features(inp)
 
-    ex = OfflineExtractor(backend, normaliser=norm)
+    ex = OfflineExtractor(dlib_backend, normaliser=norm)
 
     def entry(img, face):
         rgb, mapped = norm.apply(img, face)
@@ -343,6 +338,6 @@ def test_a_normalising_head_is_applied_at_use_as_in_training(demo_inputs, backen
     bad = {k for k in at_use if not math.isclose(at_use[k], in_training[k], abs_tol=1e-6)}
     assert not bad, sorted(bad)[:8]
     # The hook is on: the packaged (format-blind q90) head sees other numbers.
-    q90 = OfflineDetector(head_path=PACKAGED_HEAD, embedder=backend).features(inp)
+    q90 = OfflineDetector(head_path=PACKAGED_HEAD, embedder=dlib_backend).features(inp)
     assert q90["face.noise"] != pytest.approx(at_use["face.noise"], abs=1e-6)
-    assert 0.0 <= OfflineDetector(head_path=path, embedder=backend).score(inp).score <= 1.0
+    assert 0.0 <= OfflineDetector(head_path=path, embedder=dlib_backend).score(inp).score <= 1.0

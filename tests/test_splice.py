@@ -9,28 +9,20 @@ import pytest
 
 from core.demo.dataset import eileen_collins_portrait, insightface_image
 from core.demo.splice import DEMO_EDITS, demo_edits, head_mask, inpaint_around_face, splice_head
-from core.faces.dlib_backend import DlibFaceBackend
 
 
 @pytest.fixture(scope="module")
-def backend() -> DlibFaceBackend:
-    b = DlibFaceBackend()
-    b.load()
-    return b
-
-
-@pytest.fixture(scope="module")
-def eileen(backend):
+def eileen(dlib_backend):
     rgb = eileen_collins_portrait()
-    [face] = backend.detect(rgb)
-    return rgb, face, backend.embed(rgb, [face])[0]
+    [face] = dlib_backend.detect(rgb)
+    return rgb, face, dlib_backend.embed(rgb, [face])[0]
 
 
 @pytest.fixture(scope="module")
-def group(backend):
+def group(dlib_backend):
     rgb = insightface_image("t1.jpg")
-    faces = backend.detect(rgb)
-    return rgb, faces, backend.embed(rgb, faces)
+    faces = dlib_backend.detect(rgb)
+    return rgb, faces, dlib_backend.embed(rgb, faces)
 
 
 def _pts(face) -> np.ndarray:
@@ -44,7 +36,7 @@ def _nearest(faces, point):
     )
 
 
-def test_spliced_head_carries_the_donor_and_replaces_the_host(backend, eileen, group):
+def test_spliced_head_carries_the_donor_and_replaces_the_host(dlib_backend, eileen, group):
     donor, dface, demb = eileen
     host, hfaces, hemb = group
     k = 3
@@ -56,12 +48,12 @@ def test_spliced_head_carries_the_donor_and_replaces_the_host(backend, eileen, g
     # The host's face area lies inside the blended region: none of it is left.
     x1, y1, x2, y2 = (int(v) for v in hfaces[k].box)
     assert (edit.mask[y1:y2, x1:x2] > 0).mean() > 0.95
-    faces = backend.detect(edit.image)
+    faces = dlib_backend.detect(edit.image)
     assert len(faces) == len(hfaces)
     j = _nearest(faces, edit.landmarks68[36:48].mean(axis=0))
-    emb = backend.embed(edit.image, [faces[j]])[0]
-    assert float(emb @ demb) >= backend.match_threshold  # still her, for stage 1
-    assert float(emb @ hemb[k]) < backend.match_threshold  # no longer the host
+    emb = dlib_backend.embed(edit.image, [faces[j]])[0]
+    assert float(emb @ demb) >= dlib_backend.match_threshold  # still her, for stage 1
+    assert float(emb @ hemb[k]) < dlib_backend.match_threshold  # no longer the host
     # The other people of the photo are untouched.
     others = [f for i, f in enumerate(hfaces) if i != k]
     for f in others:
@@ -70,7 +62,7 @@ def test_spliced_head_carries_the_donor_and_replaces_the_host(backend, eileen, g
 
 
 @pytest.mark.parametrize("region", ["background", "body"])
-def test_inpainting_keeps_the_face_and_fills_the_region(backend, eileen, region):
+def test_inpainting_keeps_the_face_and_fills_the_region(dlib_backend, eileen, region):
     rgb, face, emb = eileen
     edit = inpaint_around_face(rgb, _pts(face), region)
     hole = edit.mask > 0
@@ -81,8 +73,8 @@ def test_inpainting_keeps_the_face_and_fills_the_region(backend, eileen, region)
     assert diff[hole].mean() > 5, "the region was not filled"
     if region == "background":  # the flag and the shuttle model are gone
         assert hole[:, :100].mean() > 0.9
-    [found] = backend.detect(edit.image)
-    assert float(backend.embed(edit.image, [found])[0] @ emb) > 0.97
+    [found] = dlib_backend.detect(edit.image)
+    assert float(dlib_backend.embed(edit.image, [found])[0] @ emb) > 0.97
 
 
 def test_bad_inputs_are_refused(eileen, group):

@@ -462,15 +462,6 @@ def test_aggregate_is_a_high_quantile_with_the_worst_moment():
 
 
 @pytest.fixture(scope="module")
-def dlib_backend():
-    from core.faces.dlib_backend import DlibFaceBackend
-
-    backend = DlibFaceBackend()
-    backend.load()
-    return backend
-
-
-@pytest.fixture(scope="module")
 def eileen(dlib_backend):
     from core.demo.dataset import eileen_collins_portrait
     from core.faces.crops import loose_crop
